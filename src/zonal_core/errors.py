@@ -1,0 +1,93 @@
+"""The exceptions of zonal: one root, :class:`ZonalError`.
+
+Messages carry the pool name, the zone states and the limit that was hit; never a
+password (see :func:`zonal_core.secrets.mask`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "NoHealthyZone",
+    "PoolClosed",
+    "PoolTimeout",
+    "QueryTimeout",
+    "SessionStateError",
+    "ZonalConfigError",
+    "ZonalError",
+]
+
+
+class ZonalError(Exception):
+    """Root of every error zonal raises."""
+
+
+class ZonalConfigError(ZonalError, ValueError):
+    """A configuration value is wrong. The message names the field and the fix.
+
+    >>> raise ZonalConfigError("pool_size", "must be at least 1", fix="pool_size=5")
+    Traceback (most recent call last):
+    ...
+    zonal_core.errors.ZonalConfigError: pool_size: must be at least 1 (fix: pool_size=5)
+    """
+
+    def __init__(self, field: str, problem: str, *, fix: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        msg = f"{field}: {problem}"
+        if fix:
+            msg += f" (fix: {fix})"
+        super().__init__(msg)
+
+
+class PoolTimeout(ZonalError, TimeoutError):
+    """No connection could be handed out within ``timeout`` seconds.
+
+    The message names every zone's state: open, in use, waiting, ejected until when.
+    """
+
+
+class NoHealthyZone(ZonalError):
+    """Every endpoint of every zone is ejected, and one last attempt failed too."""
+
+
+class PoolClosed(ZonalError):
+    """The pool was closed; it hands out nothing more."""
+
+
+class SessionStateError(ZonalError):
+    """A statement would change session state that PgBouncer transaction mode loses.
+
+    ``statement`` is the offending statement (abbreviated); ``safe_form`` says what
+    to write instead (``SET LOCAL``, ``pg_advisory_xact_lock``, ...).
+    """
+
+    def __init__(self, message: str, *, statement: str = "", safe_form: str = "") -> None:
+        self.statement = statement
+        self.safe_form = safe_form
+        super().__init__(message)
+
+
+def _driver_operational_error() -> type[Exception]:
+    # QueryTimeout must be the driver's OperationalError so that SQLAlchemy and
+    # Django treat it as one (and invalidate that connection). psycopg is the
+    # driver zonal supports first; without it, a plain Exception base still works.
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is in every adapter extra
+        return Exception
+    return psycopg.OperationalError
+
+
+_OperationalError: Any = _driver_operational_error()
+
+
+class QueryTimeout(_OperationalError, ZonalError):  # type: ignore[misc]
+    """A statement waited longer than ``query_timeout`` for the server.
+
+    A subclass of the driver's ``OperationalError``: SQLAlchemy and Django report an
+    OperationalError and discard that connection. It counts as a failure of the
+    endpoint, as a connect failure does.
+    """

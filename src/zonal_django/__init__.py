@@ -1,0 +1,1 @@
+"""zonal for Django: ``ENGINE = "zonal_django.backends.postgresql"``."""

@@ -1,0 +1,1 @@
+"""zonal for SQLAlchemy: ``create_engine(url, poolclass=ZonalPool, zones=...)``."""
