@@ -1,1 +1,13 @@
-"""The local multi-zone lab: real PostgreSQL zones, PgBouncer and a fault proxy."""
+"""The local multi-zone lab: real PostgreSQL zones, PgBouncer and a fault proxy.
+
+>>> from zonal_lab import Lab
+>>> with Lab(zones=["a", "b"], pgbouncer=True) as lab:   # doctest: +SKIP
+...     lab.zones(pgbouncer=True)
+{'a': '127.0.0.1:40001', 'b': '127.0.0.1:40005'}
+"""
+
+from zonal_lab.errors import LabError
+from zonal_lab.lab import Lab, Zone
+from zonal_lab.proxy import FaultProxy
+
+__all__ = ["FaultProxy", "Lab", "LabError", "Zone"]
