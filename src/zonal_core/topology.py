@@ -1,0 +1,729 @@
+"""Zones and their endpoints: what a pool may connect to.
+
+A :class:`Topology` is an immutable value: zones in order of appearance, each with
+its endpoints (PgBouncer or PostgreSQL addresses), a priority and an optional
+``direct`` endpoint (PostgreSQL itself, for migrations behind PgBouncer).
+
+>>> topo = Topology.parse({"a": "10.0.1.5:6432", "b": ["[::1]:6432", "db-b"]})
+>>> topo.names
+('a', 'b')
+>>> [str(e) for e in topo.zone("b").endpoints]
+['[::1]:6432', 'db-b:5432']
+
+Every malformed value raises :class:`~zonal_core.errors.ZonalConfigError` naming its
+place (``zones['b'][1]``) and the fix; no message, repr or str holds a password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from .errors import ZonalConfigError
+from .secrets import MASK
+
+__all__ = ["DEFAULT_PORT", "Endpoint", "Params", "Topology", "Zone"]
+
+DEFAULT_PORT = 5432
+"""The port of an endpoint written without one."""
+
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252})")
+_PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_URL_SCHEME = re.compile(r"postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
+_MAX_TEXT = 2048  # no endpoint or parameter is longer; bounds the work on junk input
+_MAX_PRIORITY = 1_000_000
+
+# Parameters that zonal sets itself or that belong to the endpoint string: allowing
+# them in `params` would be a silent conflict.
+_RESERVED_PARAMS = {
+    "host": "write the host in the endpoint: 'host:port'",
+    "hostaddr": "write the address in the endpoint: 'host:port'",
+    "port": "write the port in the endpoint: 'host:port'",
+    "user": "write the user in the endpoint: 'user@host:port'",
+    "password": "write it in the endpoint ('user:password@host:port') or the URL",
+    "connect_timeout": "use zonal's connect_timeout option",
+    "target_session_attrs": "use zonal's target_session_attrs option",
+}
+_ZONE_KEYS = ("endpoints", "priority", "direct", "params")
+_ENDPOINT_KEYS = ("host", "port", "user", "password", "params")
+_TOPOLOGY_KEYS = ("zones", "version")
+
+
+def _is_secret_key(key: str) -> bool:
+    low = key.lower()
+    return "password" in low or "secret" in low or low == "sslkey"
+
+
+def _key(name: object) -> str:
+    """A zone name or key as it appears in a field path: ``'b'``, truncated."""
+    if isinstance(name, str) and len(name) > 60:
+        return repr(name[:57] + "...")
+    text = repr(name)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _did_you_mean(word: object, choices: Sequence[str]) -> str | None:
+    if not isinstance(word, str):
+        return None
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_key(where: str, key: object, choices: Sequence[str]) -> ZonalConfigError:
+    guess = _did_you_mean(key, choices)
+    hint = f"did you mean {guess!r}?" if guess else f"use one of: {', '.join(choices)}"
+    return ZonalConfigError(f"{where}[{_key(key)}]", "is not a known key", fix=hint)
+
+
+class Params(Mapping[str, str]):
+    """An immutable, hashable mapping of driver parameters (``sslmode`` and the like).
+
+    Values whose key names a secret (``sslpassword``...) are masked in its repr.
+
+    >>> p = Params({"sslmode": "require"})
+    >>> p["sslmode"], dict(p), hash(p) == hash(Params(sslmode="require"))
+    ('require', {'sslmode': 'require'}, True)
+    """
+
+    __slots__ = ("_items",)
+    _items: tuple[tuple[str, str], ...]
+
+    def __init__(self, items: Mapping[str, str] | None = None, /, **kwargs: str) -> None:
+        merged = dict(items or {})
+        merged.update(kwargs)
+        object.__setattr__(self, "_items", tuple(sorted(merged.items())))
+
+    def __getitem__(self, key: str) -> str:
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Params):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return dict(self._items) == dict(other)
+        return NotImplemented
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Params is immutable")
+
+    def __reduce__(self) -> tuple[type[Params], tuple[dict[str, str]]]:
+        return (Params, (dict(self._items),))
+
+    def masked(self) -> dict[str, str]:
+        """A plain dict with secret values replaced by ``***``."""
+        return {k: (MASK if _is_secret_key(k) else v) for k, v in self._items}
+
+    def __repr__(self) -> str:
+        return f"Params({self.masked()!r})"
+
+
+_NO_PARAMS = Params()
+
+
+# -- validators shared by the dataclasses and the parser --------------------------------
+
+
+def _check_zone_name(name: object, where: str) -> str:
+    if not isinstance(name, str):
+        raise ZonalConfigError(
+            where, f"a zone name must be a string, not {_kind(name)}", fix="name zones 'a'"
+        )
+    if not _ZONE_NAME.fullmatch(name):
+        raise ZonalConfigError(
+            where,
+            "a zone name must be 1 to 100 letters, digits, '-', '_' or '.'",
+            fix="use a name like 'eu-west-1a'",
+        )
+    return name
+
+
+def _check_host(host: object, where: str) -> str:
+    if not isinstance(host, str):
+        raise ZonalConfigError(where, f"host must be a string, not {_kind(host)}")
+    if not host:
+        raise ZonalConfigError(where, "has no host", fix="write 'host:port'")
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise ZonalConfigError(
+                where,
+                "host is not a valid IPv6 address",
+                fix="write IPv6 endpoints as '[2001:db8::1]:5432'",
+            ) from None
+    if len(host) > 253 or not _HOSTNAME.fullmatch(host):
+        raise ZonalConfigError(
+            where,
+            "host is not a valid host name or address",
+            fix="use a DNS name, an IPv4 address or '[IPv6]' (Unix sockets are not supported)",
+        )
+    return host
+
+
+def _check_port(port: object, where: str) -> int:
+    fix = "use a port from 1 to 65535, e.g. 'host:6432'"
+    if isinstance(port, str):
+        text = port.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 5:
+            raise ZonalConfigError(where, "port must be a whole number", fix=fix)
+        port = int(text)
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise ZonalConfigError(where, f"port must be a whole number, not {_kind(port)}", fix=fix)
+    if not 1 <= port <= 65535:
+        raise ZonalConfigError(where, "port must be from 1 to 65535", fix=fix)
+    return port
+
+
+def _check_optional_text(value: object, what: str, where: str) -> str | None:
+    # Never echo the value: it may be (or be next to) a password.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ZonalConfigError(where, f"{what} must be a string, not {_kind(value)}")
+    if len(value) > _MAX_TEXT:
+        raise ZonalConfigError(where, f"{what} is longer than {_MAX_TEXT} characters")
+    return value or None
+
+
+def _check_params(value: object, where: str) -> Params:
+    if value is None:
+        return _NO_PARAMS
+    if not isinstance(value, Mapping):
+        raise ZonalConfigError(
+            where,
+            f"params must be a mapping of name to value, not {_kind(value)}",
+            fix="params={'sslmode': 'require'}",
+        )
+    if isinstance(value, Params):
+        items: dict[str, str] = dict(value)
+    else:
+        items = {}
+        for key, raw in value.items():
+            spot = f"{where}[{_key(key)}]"
+            if not isinstance(key, str) or not _PARAM_KEY.fullmatch(key):
+                raise ZonalConfigError(
+                    spot, "a parameter name must be a libpq keyword", fix="e.g. 'sslmode'"
+                )
+            if key.lower() in _RESERVED_PARAMS:
+                raise ZonalConfigError(
+                    spot, "is not allowed here", fix=_RESERVED_PARAMS[key.lower()]
+                )
+            if isinstance(raw, bool) or not isinstance(raw, str | int):
+                raise ZonalConfigError(
+                    spot,
+                    f"a parameter value must be a string, not {_kind(raw)}",
+                    fix="write the value as libpq expects it, e.g. 'require' or '1'",
+                )
+            text = str(raw)
+            if len(text) > _MAX_TEXT or "\x00" in text:
+                raise ZonalConfigError(spot, "is not a valid parameter value")
+            items[key] = text
+    return Params(items) if items else _NO_PARAMS
+
+
+# -- the values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One address of a zone: ``host:port``, with optional credentials and params.
+
+    ``host`` holds IPv6 addresses without brackets; :attr:`address` adds them. The
+    password never appears in the repr or str.
+
+    >>> e = Endpoint("a", "::1", 6432, user="app", password="secret")
+    >>> e.address, e.key, str(e)
+    ('[::1]:6432', 'a/[::1]:6432', '[::1]:6432')
+    >>> "secret" in repr(e)
+    False
+    """
+
+    zone: str
+    host: str
+    port: int
+    index: int = 0
+    """Position within its zone (0 for a zone's ``direct`` endpoint)."""
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    params: Mapping[str, str] = _NO_PARAMS
+    """Per-endpoint driver parameters, e.g. ``sslmode``; a hashable :class:`Params`."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "zone", _check_zone_name(self.zone, "endpoint.zone"))
+        set_(self, "host", _check_host(self.host, "endpoint.host"))
+        set_(self, "port", _check_port(self.port, "endpoint.port"))
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise ZonalConfigError("endpoint.index", "must be a whole number >= 0")
+        set_(self, "user", _check_optional_text(self.user, "user", "endpoint.user"))
+        set_(self, "password", _check_optional_text(self.password, "password", "endpoint.password"))
+        set_(self, "params", _check_params(self.params, "endpoint.params"))
+
+    @property
+    def address(self) -> str:
+        """``host:port``, with brackets around an IPv6 host: ``[::1]:5432``."""
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def key(self) -> str:
+        """``zone/host:port``: unique within a topology, fit for a metric label."""
+        return f"{self.zone}/{self.address}"
+
+    def display(self) -> str:
+        """``user:***@host:port`` (the user and a mask only when set): for humans."""
+        if self.user is None and self.password is None:
+            return self.address
+        cred = (self.user or "") + (f":{MASK}" if self.password is not None else "")
+        return f"{cred}@{self.address}"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A zone: its endpoints in order, a priority and an optional direct endpoint.
+
+    ``priority``: lower is preferred after the local zone; parsed topologies default
+    it to the zone's order of appearance.
+    """
+
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    priority: int = 0
+    direct: Endpoint | None = None
+    """PostgreSQL itself, bypassing PgBouncer (for migrations and admin work)."""
+
+    def __post_init__(self) -> None:
+        where = f"zones[{_key(self.name)}]"
+        _check_zone_name(self.name, where)
+        given: object = self.endpoints  # checked: callers outside mypy pass anything
+        if isinstance(given, Endpoint) or not isinstance(given, Sequence):
+            raise ZonalConfigError(where, "endpoints must be a tuple of Endpoint")
+        eps = tuple(given)
+        if not eps:
+            raise ZonalConfigError(where, "has no endpoints", fix=f"{where} = 'host:port'")
+        for ep in (*eps, self.direct) if self.direct is not None else eps:
+            if not isinstance(ep, Endpoint):
+                raise ZonalConfigError(where, f"endpoints must be Endpoint, not {_kind(ep)}")
+            if ep.zone != self.name:
+                raise ZonalConfigError(
+                    where, f"holds an endpoint of zone {_key(ep.zone)}", fix="set Endpoint.zone"
+                )
+        seen: set[tuple[str, int]] = set()
+        for ep in eps:
+            if (ep.host.lower(), ep.port) in seen:
+                raise ZonalConfigError(
+                    f"{where}[{ep.index}]",
+                    f"{ep.address} is listed twice",
+                    fix="list each endpoint once",
+                )
+            seen.add((ep.host.lower(), ep.port))
+        object.__setattr__(self, "priority", _check_priority(self.priority, f"{where}['priority']"))
+        object.__setattr__(self, "endpoints", eps)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The zones a pool may use, in order of appearance, and an optional ``version``.
+
+    >>> t = Topology.parse({"version": "v7", "zones": {"a": "h1:6432", "b": "h2"}})
+    >>> t.version, t.names, [e.key for e in t.endpoints]
+    ('v7', ('a', 'b'), ['a/h1:6432', 'b/h2:5432'])
+    """
+
+    zones: tuple[Zone, ...]
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        zones = self.zones
+        if isinstance(zones, Zone) or not isinstance(zones, Sequence) or not zones:
+            raise ZonalConfigError(
+                "zones", "needs at least one zone", fix="zones={'a': '10.0.1.5:6432'}"
+            )
+        zones = tuple(zones)
+        names: set[str] = set()
+        owner: dict[tuple[str, int], str] = {}
+        for zone in zones:
+            if not isinstance(zone, Zone):
+                raise ZonalConfigError("zones", f"must hold Zone values, not {_kind(zone)}")
+            if zone.name in names:
+                raise ZonalConfigError(f"zones[{_key(zone.name)}]", "is listed twice")
+            names.add(zone.name)
+            for ep in zone.endpoints:
+                other = owner.setdefault((ep.host.lower(), ep.port), zone.name)
+                if other != zone.name:
+                    raise ZonalConfigError(
+                        f"zones[{_key(zone.name)}][{ep.index}]",
+                        f"{ep.address} is also an endpoint of zone {_key(other)}",
+                        fix="give each zone its own endpoints",
+                    )
+        object.__setattr__(self, "zones", zones)
+        object.__setattr__(self, "version", _check_version(self.version, "version"))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Zone names in order of appearance."""
+        return tuple(z.name for z in self.zones)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Every endpoint of every zone (not the ``direct`` ones), zone by zone."""
+        return tuple(ep for z in self.zones for ep in z.endpoints)
+
+    def zone(self, name: str) -> Zone:
+        """The zone called ``name``; ``KeyError`` naming the known zones if none is."""
+        for z in self.zones:
+            if z.name == name:
+                return z
+        raise KeyError(f"no zone {name!r}; zones are {', '.join(self.names)}")
+
+    def __contains__(self, name: object) -> bool:
+        return any(z.name == name for z in self.zones)
+
+    def __iter__(self) -> Iterator[Zone]:
+        return iter(self.zones)
+
+    def __len__(self) -> int:
+        return len(self.zones)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The file format (``{"version": ..., "zones": {...}}``), passwords masked.
+
+        >>> Topology.parse({"a": "app:pw@h:6432"}).as_dict()
+        {'zones': {'a': {'endpoints': ['app:***@h:6432'], 'priority': 0}}}
+        """
+        zones: dict[str, Any] = {}
+        for z in self.zones:
+            entry: dict[str, Any] = {
+                "endpoints": [_endpoint_dict(ep) for ep in z.endpoints],
+                "priority": z.priority,
+            }
+            if z.direct is not None:
+                entry["direct"] = _endpoint_dict(z.direct)
+            zones[z.name] = entry
+        out: dict[str, Any] = {"zones": zones}
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+    @classmethod
+    def parse(cls, value: Topology | Mapping[str, Any] | str) -> Topology:
+        """Build a topology from any accepted shape.
+
+        - a :class:`Topology` (returned as is);
+        - a mapping of zone name to endpoints: ``{"a": "h:6432"}``,
+          ``{"a": ["h1:6432", "h2:6432"]}``, ``{"a": {"endpoints": [...],
+          "priority": 1, "direct": "h:5432", "params": {"sslmode": "require"}}}``;
+        - the file format ``{"version": "v7", "zones": {...}}`` (a mapping whose only
+          keys are ``zones`` and ``version``, ``zones`` being a mapping);
+        - a string: that format as JSON, or one endpoint (a zone named ``default``).
+
+        Endpoints: ``host:port``, ``host`` (port 5432), ``[::1]:5432``,
+        ``user:pass@host:port``, ``postgresql://user:pass@host:port/...`` (only user,
+        password, host and port are taken), or a mapping with ``host``, ``port``,
+        ``user``, ``password``, ``params``.
+        """
+        return parse_topology(value)
+
+
+def _check_version(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18:
+        value = str(value)  # TOML `version = 7`
+    if not isinstance(value, str):
+        raise ZonalConfigError(where, f"must be a string, not {_kind(value)}", fix="version='v7'")
+    if not value or len(value) > 200 or not value.isprintable():
+        raise ZonalConfigError(where, "must be 1 to 200 printable characters", fix="version='v7'")
+    return value
+
+
+def _endpoint_dict(ep: Endpoint) -> str | dict[str, Any]:
+    if not ep.params:
+        return ep.display()
+    out: dict[str, Any] = {"host": ep.host, "port": ep.port}
+    if ep.user is not None:
+        out["user"] = ep.user
+    if ep.password is not None:
+        out["password"] = MASK
+    out["params"] = Params(ep.params).masked()
+    return out
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+
+def parse_topology(value: object, *, field: str = "zones", version: object = None) -> Topology:
+    """:meth:`Topology.parse` with the field path of the error messages.
+
+    ``field`` prefixes every path (``zones['b'][1]``); ``version`` is used when the
+    value carries none.
+    """
+    if isinstance(value, Topology):
+        if version is not None and value.version is None:
+            return dataclasses.replace(value, version=_check_version(version, "version"))
+        return value
+    if isinstance(value, str):
+        return _parse_text(value, field, version)
+    if not isinstance(value, Mapping):
+        raise ZonalConfigError(
+            field,
+            f"must be a mapping of zone name to endpoints, not {_kind(value)}",
+            fix="zones={'eu-west-1a': '10.0.1.5:6432'}",
+        )
+    inner = value.get("zones") if "zones" in value else None
+    if (
+        isinstance(inner, Mapping | Topology)
+        and all(isinstance(k, str) for k in value)
+        and set(value) <= set(_TOPOLOGY_KEYS)
+    ):
+        # The file format; its own version wins over the caller's fallback.
+        own = value.get("version")
+        return parse_topology(inner, field=field, version=own if own is not None else version)
+    return _parse_zones(value, field, version)
+
+
+def _parse_text(text: str, field: str, version: object) -> Topology:
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except (ValueError, RecursionError) as exc:
+            where = getattr(exc, "lineno", None)
+            at = f" at line {where}, column {getattr(exc, 'colno', '?')}" if where else ""
+            raise ZonalConfigError(field, f"is not valid JSON{at}") from None
+        return parse_topology(data, field=field, version=version)
+    ep = _parse_endpoint("default", stripped, 0, field, _NO_PARAMS)
+    return Topology((Zone("default", (ep,)),), _check_version(version, "version"))
+
+
+def _parse_zones(zones: Mapping[Any, Any], field: str, version: object) -> Topology:
+    if not zones:
+        raise ZonalConfigError(
+            field, "needs at least one zone", fix="zones={'eu-west-1a': '10.0.1.5:6432'}"
+        )
+    parsed: list[Zone] = []
+    owner: dict[tuple[str, int], str] = {}
+    for position, (name, spec) in enumerate(zones.items()):
+        zone, paths = _parse_zone(name, spec, position, f"{field}[{_key(name)}]")
+        for ep, path in zip(zone.endpoints, paths, strict=True):
+            other = owner.setdefault((ep.host.lower(), ep.port), zone.name)
+            if other != zone.name:
+                raise ZonalConfigError(
+                    path,
+                    f"{ep.address} is also an endpoint of zone {_key(other)}",
+                    fix="give each zone its own endpoints",
+                )
+        parsed.append(zone)
+    return Topology(tuple(parsed), _check_version(version, "version"))
+
+
+def _parse_zone(
+    name: object, spec: object, position: int, where: str
+) -> tuple[Zone, tuple[str, ...]]:
+    """One zone, and the field path of each of its endpoints."""
+    name = _check_zone_name(name, where)
+    if isinstance(spec, Zone):
+        if spec.name != name:
+            raise ZonalConfigError(where, f"holds Zone {_key(spec.name)}", fix="match the names")
+        return spec, tuple(f"{where}[{i}]" for i in range(len(spec.endpoints)))
+    priority = position  # default: order of appearance
+    direct: Endpoint | None = None
+    params = _NO_PARAMS
+    items_where = where
+    if isinstance(spec, Mapping) and "endpoints" in spec:
+        for key in spec:
+            if key not in _ZONE_KEYS:
+                raise _unknown_key(where, key, _ZONE_KEYS)
+        params = _check_params(spec.get("params"), f"{where}['params']")
+        if "priority" in spec:
+            priority = _check_priority(spec["priority"], f"{where}['priority']")
+        raw_direct = spec.get("direct")
+        if raw_direct is not None:
+            direct = _parse_endpoint(name, raw_direct, 0, f"{where}['direct']", params)
+        items_where = f"{where}['endpoints']"
+        spec = spec["endpoints"]
+    if isinstance(spec, str | Mapping | Endpoint):
+        raw_items: list[object] = [spec]
+        paths: tuple[str, ...] = (items_where,)
+    elif isinstance(spec, list | tuple):
+        raw_items = list(spec)
+        paths = tuple(f"{items_where}[{i}]" for i in range(len(raw_items)))
+    else:
+        raise ZonalConfigError(
+            items_where,
+            f"must be an endpoint 'host:port' or a list of them, not {_kind(spec)}",
+            fix=f"{where} = ['10.0.1.5:6432']",
+        )
+    if not raw_items:
+        raise ZonalConfigError(
+            items_where, "has no endpoints", fix=f"{where} = ['10.0.1.5:6432'], or remove the zone"
+        )
+    endpoints: list[Endpoint] = []
+    seen: set[tuple[str, int]] = set()
+    for i, (raw, path) in enumerate(zip(raw_items, paths, strict=True)):
+        ep = _parse_endpoint(name, raw, i, path, params)
+        if (ep.host.lower(), ep.port) in seen:
+            raise ZonalConfigError(
+                path, f"{ep.address} is listed twice in zone {_key(name)}", fix="list it once"
+            )
+        seen.add((ep.host.lower(), ep.port))
+        endpoints.append(ep)
+    return Zone(name, tuple(endpoints), priority, direct), paths
+
+
+def _check_priority(value: object, where: str) -> int:
+    fix = "priority=1 (lower is preferred after the local zone)"
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,7}\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ZonalConfigError(where, f"must be a whole number, not {_kind(value)}", fix=fix)
+    if abs(value) > _MAX_PRIORITY:
+        raise ZonalConfigError(where, f"must be from -{_MAX_PRIORITY} to {_MAX_PRIORITY}", fix=fix)
+    return value
+
+
+def _parse_endpoint(
+    zone: str, raw: object, index: int, where: str, zone_params: Params
+) -> Endpoint:
+    if isinstance(raw, Endpoint):
+        if raw.zone != zone:
+            raise ZonalConfigError(
+                where, f"is an Endpoint of zone {_key(raw.zone)}", fix="set Endpoint.zone"
+            )
+        merged = {**zone_params, **raw.params}
+        return dataclasses.replace(raw, index=index, params=Params(merged))
+    if isinstance(raw, Mapping):
+        for key in raw:
+            if key not in _ENDPOINT_KEYS:
+                raise _unknown_key(where, key, _ENDPOINT_KEYS)
+        if "host" not in raw:
+            raise ZonalConfigError(where, "has no host", fix="{'host': '10.0.1.5', 'port': 6432}")
+        host = raw["host"]
+        if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        port = raw.get("port", DEFAULT_PORT)
+        user = _check_optional_text(raw.get("user"), "user", where)
+        password = _check_optional_text(raw.get("password"), "password", where)
+        own = _check_params(raw.get("params"), f"{where}['params']")
+        params = Params({**zone_params, **own})
+    elif isinstance(raw, str):
+        host, port, user, password = _split_endpoint(raw, where)
+        params = zone_params
+    else:
+        raise ZonalConfigError(
+            where,
+            f"an endpoint must be a string 'host:port', not {_kind(raw)}",
+            fix="'10.0.1.5:6432'",
+        )
+    return Endpoint(
+        zone=zone,
+        host=_check_host(host, where),
+        port=_check_port(port, where),
+        index=index,
+        user=user,
+        password=password,
+        params=params,
+    )
+
+
+def _split_endpoint(text: str, where: str) -> tuple[str, str | int, str | None, str | None]:
+    """``[user[:password]@]host[:port]`` or a postgresql:// URL, split up.
+
+    The text is never echoed in an error: it may hold a password.
+    """
+    s = text.strip()
+    if not s:
+        raise ZonalConfigError(where, "is empty", fix="'10.0.1.5:6432'")
+    if len(s) > _MAX_TEXT:
+        raise ZonalConfigError(where, f"is longer than {_MAX_TEXT} characters")
+    scheme = _URL_SCHEME.match(s)
+    if scheme:
+        rest = s[scheme.end() :]
+        netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        user, password = unquote(user), unquote(password)
+        if "," in hostport:
+            raise ZonalConfigError(
+                where,
+                "a URL with several hosts is not one endpoint",
+                fix="list each host as its own endpoint",
+            )
+    else:
+        if "://" in s:
+            raise ZonalConfigError(
+                where, "only postgresql:// URLs are accepted", fix="'postgresql://host:5432'"
+            )
+        userinfo, _, hostport = s.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        if hostport.startswith("/"):
+            raise ZonalConfigError(
+                where, "Unix socket paths are not supported", fix="use 'host:port'"
+            )
+        if re.search(r"[/?#\s]", hostport):
+            raise ZonalConfigError(
+                where,
+                "is not 'host:port' (a path, query or space follows the host)",
+                fix="write 'host:port', or a full 'postgresql://host:port/db' URL",
+            )
+    host, port = _split_hostport(hostport, where)
+    return host, port, user or None, password or None
+
+
+def _split_hostport(hostport: str, where: str) -> tuple[str, str | int]:
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            raise ZonalConfigError(where, "has '[' without ']'", fix="'[2001:db8::1]:5432'")
+        host, rest = hostport[1:close], hostport[close + 1 :]
+        if not rest:
+            return host, DEFAULT_PORT
+        if not rest.startswith(":"):
+            raise ZonalConfigError(where, "expected ':port' after ']'", fix="'[::1]:5432'")
+        if ":" not in host:
+            raise ZonalConfigError(
+                where, "brackets are for IPv6 addresses only", fix="'10.0.1.5:5432'"
+            )
+        return host, rest[1:]
+    if hostport.count(":") >= 2:
+        # A bare IPv6 address is fine without a port; with one it is ambiguous.
+        try:
+            return ipaddress.IPv6Address(hostport).compressed, DEFAULT_PORT
+        except ValueError:
+            raise ZonalConfigError(
+                where,
+                "is neither 'host:port' nor an IPv6 address",
+                fix="write IPv6 endpoints with brackets: '[2001:db8::1]:5432'",
+            ) from None
+    host, colon, port = hostport.partition(":")
+    if colon and not port:
+        raise ZonalConfigError(where, "has ':' but no port", fix="'host:6432', or just 'host'")
+    return host, (port if colon else DEFAULT_PORT)
