@@ -1,0 +1,162 @@
+"""pytest plugin (entry point ``zonal``): real PostgreSQL zones for tests.
+
+::
+
+    def test_failover(zonal_lab):
+        lab = zonal_lab(zones=["a", "b"], pgbouncer=True)
+        lab["a"].kill()       # started again after the test
+
+``zonal_lab(...)`` returns a running :class:`~zonal_lab.Lab`. Labs are session-wide:
+one per distinct set of arguments, started on first use and stopped at the end of
+the session (at most ``ZONAL_LAB_MAX_LABS``, default 4, kept at once; the least
+recently used goes first). After every test that used a lab, its faults are reset:
+proxies healed, paused zones resumed, killed zones started. Connections a test left
+open are the test's to close.
+
+Tests that need PgBouncer are skipped, with the reason, when it is not installed:
+mark them ``@pytest.mark.pgbouncer``, or just ask for ``pgbouncer=True``. Likewise
+when no PostgreSQL server programs are found. Set ``ZONAL_LAB_REQUIRE=1`` (CI) to
+fail instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+import pytest
+
+from zonal_lab.binaries import find_pgbouncer, find_postgres
+from zonal_lab.errors import LabError
+from zonal_lab.lab import Lab
+
+__all__ = ["LabCache", "LabFactory", "pgbouncer_available", "zonal_lab", "zonal_lab_cache"]
+
+_Key = tuple[object, ...]
+
+
+def pgbouncer_available() -> bool:
+    """True if the lab can find a ``pgbouncer`` program."""
+    return find_pgbouncer() is not None
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("ZONAL_LAB_REQUIRE", "") not in ("", "0"):
+        pytest.fail(f"{reason} (and ZONAL_LAB_REQUIRE is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _require(pgbouncer: bool) -> None:
+    try:
+        find_postgres()
+    except LabError as exc:
+        _missing(str(exc))
+    if pgbouncer and not pgbouncer_available():
+        _missing("PgBouncer is not installed (apt-get install pgbouncer, or ZONAL_LAB_PGBOUNCER)")
+
+
+def _frozen(settings: Mapping[str, object] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in (settings or {}).items()))
+
+
+class LabCache:
+    """Running labs by their arguments, least recently used first."""
+
+    def __init__(self, max_labs: int) -> None:
+        self.max_labs = max(1, max_labs)
+        self._labs: OrderedDict[_Key, Lab] = OrderedDict()
+
+    def get(self, key: _Key, **kwargs: Any) -> Lab:
+        """The running lab for ``key``, started with ``kwargs`` if there is none."""
+        lab = self._labs.get(key)
+        if lab is not None:
+            self._labs.move_to_end(key)
+            return lab
+        while len(self._labs) >= self.max_labs:
+            _, oldest = self._labs.popitem(last=False)
+            oldest.stop()
+        lab = Lab(**kwargs).start()
+        self._labs[key] = lab
+        return lab
+
+    def discard(self, lab: Lab) -> None:
+        """Stop ``lab`` and forget it (its faults could not be reset)."""
+        for key, cached in list(self._labs.items()):
+            if cached is lab:
+                del self._labs[key]
+        lab.stop()
+
+    def close(self) -> None:
+        """Stop every lab."""
+        while self._labs:
+            _, lab = self._labs.popitem()
+            lab.stop()
+
+
+class LabFactory(Protocol):
+    """The ``zonal_lab`` fixture: call it for a running lab."""
+
+    def __call__(
+        self,
+        zones: Iterable[str] = ("a", "b"),
+        pgbouncer: bool = False,
+        server_settings: Mapping[str, object] | None = None,
+        pgbouncer_settings: Mapping[str, object] | None = None,
+    ) -> Lab: ...
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the ``pgbouncer`` marker for projects that use the plugin."""
+    config.addinivalue_line("markers", "pgbouncer: needs PgBouncer (skipped without it)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip ``@pytest.mark.pgbouncer`` tests when PgBouncer is not installed."""
+    if item.get_closest_marker("pgbouncer") is not None and not pgbouncer_available():
+        _missing("PgBouncer is not installed (apt-get install pgbouncer, or ZONAL_LAB_PGBOUNCER)")
+
+
+@pytest.fixture(scope="session")
+def zonal_lab_cache() -> Iterator[LabCache]:
+    """The session's running labs; stopped when the session ends."""
+    cache = LabCache(int(os.environ.get("ZONAL_LAB_MAX_LABS", "4")))
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+@pytest.fixture
+def zonal_lab(zonal_lab_cache: LabCache) -> Iterator[LabFactory]:
+    """A factory of running labs (session-wide); faults are reset after the test."""
+    used: list[Lab] = []
+
+    def factory(
+        zones: Iterable[str] = ("a", "b"),
+        pgbouncer: bool = False,
+        server_settings: Mapping[str, object] | None = None,
+        pgbouncer_settings: Mapping[str, object] | None = None,
+    ) -> Lab:
+        _require(pgbouncer)
+        names = tuple(zones)
+        key = (names, pgbouncer, _frozen(server_settings), _frozen(pgbouncer_settings))
+        lab = zonal_lab_cache.get(
+            key,
+            zones=names,
+            pgbouncer=pgbouncer,
+            server_settings=server_settings,
+            pgbouncer_settings=pgbouncer_settings,
+        )
+        if lab not in used:
+            used.append(lab)
+        return lab
+
+    yield factory
+    for lab in used:
+        try:
+            lab.reset_faults()
+        except Exception:
+            zonal_lab_cache.discard(lab)  # the next test gets a fresh one
+            raise
