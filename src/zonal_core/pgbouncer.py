@@ -108,6 +108,17 @@ _SLOW_STARTS = ("set", "reset", "listen", "prepare", "deallocate", "declare", "c
 _LEADING = " \t\r\n\f\v("
 
 
+# SELECT ... INTO TEMP: a column such as "attempts" in a long INSERT INTO ... VALUES
+# must not send every bulk insert down the slow path. A comment anywhere sends it
+# there anyway, since one could sit between INTO and TEMP. (No leading \b: it
+# would cost the regex its fast literal scan.)
+_INTO_TEMP = re.compile(r"into\s+(?:(?:local|global)\s+)?temp")
+
+
+def _maybe_into_temp(low: str) -> bool:
+    return "/*" in low or "--" in low or _INTO_TEMP.search(low) is not None
+
+
 def classify(sql: str) -> SessionStateFinding | None:
     """Return the first session-state finding in ``sql``, or None if it is safe.
 
@@ -127,7 +138,7 @@ def classify(sql: str) -> SessionStateFinding | None:
         "advisory" not in low
         and "set_config" not in low
         and ";" not in low
-        and ("temp" not in low or "into" not in low)
+        and ("temp" not in low or "into" not in low or not _maybe_into_temp(low))
         and not low.lstrip(_LEADING).startswith(_SLOW_STARTS)
     ):
         return None
