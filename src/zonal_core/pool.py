@@ -1,0 +1,193 @@
+"""The zoned pool for threads: :class:`ZonedPool`.
+
+>>> from zonal_core.testing import FakeDriver
+>>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432", "b": "10.0.0.2:5432"},
+...                  local_zone="a")
+>>> with pool.connection() as conn:
+...     conn.endpoint.zone
+'a'
+>>> pool.stats().zones["a"].idle
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from zonal_core.clock import Clock
+from zonal_core.config import ZonalConfig, build_config
+from zonal_core.driver import Driver
+from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
+from zonal_core.pool_base import PoolBase
+from zonal_core.state import PooledConnection, Waiter
+
+__all__ = ["ZonedPool"]
+
+log = logging.getLogger("zonal.pool")
+
+
+class _ThreadWaiter(Waiter):
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = threading.Event()
+
+    def notify(self) -> None:
+        self.event.set()
+
+
+class ZonedPool(PoolBase):
+    """Per-zone pools behind one checkout, for threaded code.
+
+    ``driver`` opens, pings, resets and closes connections (see
+    :class:`zonal_core.driver.Driver`); options are those of DESIGN's table.
+    """
+
+    def __init__(self, driver: Driver, config: ZonalConfig | Mapping[str, Any] | None = None,
+                 *, clock: Clock | None = None, **options: Any) -> None:
+        super().__init__(config, clock=clock, **options)
+        self.driver = driver
+
+    # -- checkout / checkin ---------------------------------------------------
+
+    def getconn(self, timeout: float | None = None) -> PooledConnection:
+        """Check a connection out, waiting at most ``timeout`` (default: config's).
+
+        Raises :class:`~zonal_core.errors.PoolTimeout`,
+        :class:`~zonal_core.errors.NoHealthyZone` or the driver's auth error.
+        """
+        t = check_timeout(timeout, self.config.timeout)
+        closing: list[PooledConnection] = []
+        gen = checkout_flow(self._state, self.clock, _ThreadWaiter(), t, closing,
+                            backoff=self.backoff, secrets=self._secrets)
+        try:
+            return self._run(gen, closing)
+        finally:
+            self._close_all(closing)
+
+    def _run(self, gen: Generator[Action, Any, PooledConnection],
+             closing: list[PooledConnection]) -> PooledConnection:
+        try:
+            action = next(gen)
+            while True:
+                try:
+                    result = self._perform(action)
+                except BaseException as exc:
+                    action = gen.throw(exc)
+                else:
+                    action = gen.send(result)
+                if closing:
+                    self._close_all(closing)
+        except StopIteration as stop:
+            rec: PooledConnection = stop.value
+            return rec
+
+    def _perform(self, action: Action) -> Any:
+        if isinstance(action, Wait):
+            assert isinstance(action.waiter, _ThreadWaiter)
+            return self.clock.wait(action.waiter.event, action.timeout)
+        if isinstance(action, Connect):
+            return self.driver.connect(action.endpoint, action.timeout)
+        if isinstance(action, Ping):
+            return self.driver.ping(action.raw, action.timeout)
+        assert isinstance(action, Sleep)
+        return self.clock.sleep(action.seconds)
+
+    def putconn(self, rec: PooledConnection, *, reset: bool = True,
+                discard: str | None = None) -> None:
+        """Check ``rec`` in. ``reset`` rolls back first (adapters that reset
+        themselves pass False); ``discard`` (a close reason) closes it instead."""
+        if discard is None and reset and rec.lent_at is not None:
+            try:
+                if not self.driver.reset(rec.raw):
+                    discard = "invalidated"
+            except Exception:
+                discard = "invalidated"
+        with self._state.lock:
+            closing = self._state.release(rec, self.clock.now(), discard)
+        self._close_all(closing)
+
+    def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:
+        """Discard ``rec`` after an error; on a disconnect, its zone's older ones too."""
+        with self._state.lock:
+            closing = self._discard_plan(rec, exc)
+        self._close_all(closing)
+
+    def record_failure(self, rec: PooledConnection) -> None:
+        """Count a failure (a query timeout) against ``rec``'s endpoint."""
+        with self._state.lock:
+            closing = self._state.endpoint_failed(rec.endpoint, self.clock.now())
+        self._close_all(closing)
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[PooledConnection]:
+        """Check out, yield, check in (discarding it if the block raised).
+
+        The record's ``.raw`` is the driver connection.
+        """
+        rec = self.getconn(timeout)
+        try:
+            yield rec
+        except BaseException as exc:
+            self.invalidate(rec, exc)
+            raise
+        else:
+            self.putconn(rec)
+
+    # -- housekeeping ---------------------------------------------------------
+
+    def trim(self, min_idle: int | None = None) -> int:
+        """Close idle connections down to ``min_idle`` per zone (config's when None)
+        before returning; returns how many were closed."""
+        with self._state.lock:
+            closing = self._state.trim(self.clock.now(), min_idle)
+        n = len(closing)
+        self._close_all(closing)
+        return n
+
+    def drain(self) -> int:
+        """Close every idle connection now; borrowed ones close at checkin."""
+        with self._state.lock:
+            closing = self._state.drain(self.clock.now())
+        n = len(closing)
+        self._close_all(closing)
+        return n
+
+    def reconfigure(self, config: ZonalConfig | Mapping[str, Any] | None = None,
+                    **options: Any) -> None:
+        """Adopt a new configuration without dropping borrowed connections."""
+        if not isinstance(config, ZonalConfig):
+            config = build_config(config, **options)
+        elif options:
+            config = config.replace(**options)
+        with self._state.lock:
+            closing = self._state.reconfigure(config, self.clock.now())
+        self._close_all(closing)
+
+    def close(self) -> None:
+        """Close idle connections now, the borrowed ones at checkin; no more checkouts."""
+        with self._state.lock:
+            closing = self._state.close(self.clock.now())
+        self._close_all(closing)
+
+    def _close_idle_sync(self) -> None:
+        self.close()
+
+    def __enter__(self) -> ZonedPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _close_all(self, recs: list[PooledConnection]) -> None:
+        while recs:
+            rec = recs.pop()
+            try:
+                self.driver.close(rec.raw)
+            except Exception as exc:  # a dead server must not fail the caller
+                log.debug("closing %r failed: %s", rec, type(exc).__name__)

@@ -1,0 +1,191 @@
+"""The zoned pool for asyncio: :class:`AsyncZonedPool`.
+
+It runs the same checkout flow as :class:`zonal_core.pool.ZonedPool`
+(:mod:`zonal_core.flow`) over the same state machine; only the waiting differs. A
+cancelled checkout gives back whatever it had been granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Generator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from zonal_core.clock import Clock
+from zonal_core.config import ZonalConfig, build_config
+from zonal_core.driver import AsyncDriver
+from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
+from zonal_core.pool_base import PoolBase
+from zonal_core.state import PooledConnection, Waiter
+
+__all__ = ["AsyncZonedPool"]
+
+log = logging.getLogger("zonal.pool")
+
+
+class _TaskWaiter(Waiter):
+    __slots__ = ("future", "loop")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+    def notify(self) -> None:
+        # Called under the pool's (thread) lock, possibly from another thread.
+        self.loop.call_soon_threadsafe(_wake, self.future)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class AsyncZonedPool(PoolBase):
+    """Per-zone pools behind one checkout, for asyncio code."""
+
+    def __init__(self, driver: AsyncDriver,
+                 config: ZonalConfig | Mapping[str, Any] | None = None,
+                 *, clock: Clock | None = None, **options: Any) -> None:
+        super().__init__(config, clock=clock, **options)
+        self.driver = driver
+
+    async def getconn(self, timeout: float | None = None) -> PooledConnection:
+        """Check a connection out, waiting at most ``timeout`` (default: config's)."""
+        t = check_timeout(timeout, self.config.timeout)
+        closing: list[PooledConnection] = []
+        waiter = _TaskWaiter()
+        gen = checkout_flow(self._state, self.clock, waiter, t, closing,
+                            backoff=self.backoff, secrets=self._secrets)
+        try:
+            return await self._run(gen, closing)
+        finally:
+            await self._close_all(closing)
+
+    async def _run(self, gen: Generator[Action, Any, PooledConnection],
+                   closing: list[PooledConnection]) -> PooledConnection:
+        try:
+            action = next(gen)
+            while True:
+                try:
+                    result = await self._perform(action)
+                except BaseException as exc:
+                    action = gen.throw(exc)
+                else:
+                    action = gen.send(result)
+                if closing:
+                    await self._close_all(closing)
+        except StopIteration as stop:
+            rec: PooledConnection = stop.value
+            return rec
+
+    async def _perform(self, action: Action) -> Any:
+        if isinstance(action, Wait):
+            w = action.waiter
+            assert isinstance(w, _TaskWaiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(w.future), action.timeout)
+            except TimeoutError:
+                return False
+            finally:
+                if w.future.done():  # re-arm for the next wait of this checkout
+                    w.future = w.loop.create_future()
+            return True
+        if isinstance(action, Connect):
+            return await asyncio.wait_for(
+                self.driver.connect(action.endpoint, action.timeout), action.timeout or None)
+        if isinstance(action, Ping):
+            try:
+                return await asyncio.wait_for(self.driver.ping(action.raw, action.timeout),
+                                              action.timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(f"ping gave no answer in {action.timeout:g}s") from exc
+        assert isinstance(action, Sleep)
+        return await self.clock.asleep(action.seconds)
+
+    async def putconn(self, rec: PooledConnection, *, reset: bool = True,
+                      discard: str | None = None) -> None:
+        """Check ``rec`` in (see :meth:`zonal_core.pool.ZonedPool.putconn`)."""
+        if discard is None and reset and rec.lent_at is not None:
+            try:
+                if not await self.driver.reset(rec.raw):
+                    discard = "invalidated"
+            except Exception:
+                discard = "invalidated"
+        with self._state.lock:
+            closing = self._state.release(rec, self.clock.now(), discard)
+        await self._close_all(closing)
+
+    async def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:
+        """Discard ``rec`` after an error; on a disconnect, its zone's older ones too."""
+        with self._state.lock:
+            closing = self._discard_plan(rec, exc)
+        await self._close_all(closing)
+
+    async def record_failure(self, rec: PooledConnection) -> None:
+        """Count a failure (a query timeout) against ``rec``'s endpoint."""
+        with self._state.lock:
+            closing = self._state.endpoint_failed(rec.endpoint, self.clock.now())
+        await self._close_all(closing)
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None
+                         ) -> AsyncIterator[PooledConnection]:
+        """Check out, yield, check in (discarding it if the block raised)."""
+        rec = await self.getconn(timeout)
+        try:
+            yield rec
+        except BaseException as exc:
+            await self.invalidate(rec, exc)
+            raise
+        else:
+            await self.putconn(rec)
+
+    async def trim(self, min_idle: int | None = None) -> int:
+        """Close idle connections down to ``min_idle`` per zone; returns how many."""
+        with self._state.lock:
+            closing = self._state.trim(self.clock.now(), min_idle)
+        n = len(closing)
+        await self._close_all(closing)
+        return n
+
+    async def drain(self) -> int:
+        """Close every idle connection now; borrowed ones close at checkin."""
+        with self._state.lock:
+            closing = self._state.drain(self.clock.now())
+        n = len(closing)
+        await self._close_all(closing)
+        return n
+
+    async def reconfigure(self, config: ZonalConfig | Mapping[str, Any] | None = None,
+                          **options: Any) -> None:
+        """Adopt a new configuration without dropping borrowed connections."""
+        if not isinstance(config, ZonalConfig):
+            config = build_config(config, **options)
+        elif options:
+            config = config.replace(**options)
+        with self._state.lock:
+            closing = self._state.reconfigure(config, self.clock.now())
+        await self._close_all(closing)
+
+    async def close(self) -> None:
+        """Close idle connections now, the borrowed ones at checkin."""
+        with self._state.lock:
+            closing = self._state.close(self.clock.now())
+        await self._close_all(closing)
+
+    async def __aenter__(self) -> AsyncZonedPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _close_all(self, recs: list[PooledConnection]) -> None:
+        while recs:
+            rec = recs.pop()
+            try:
+                await self.driver.close(rec.raw)
+            except Exception as exc:  # a dead server must not fail the caller
+                log.debug("closing %r failed: %s", rec, type(exc).__name__)

@@ -1,0 +1,110 @@
+"""What the sync and the async pool share: construction, classification, stats."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from zonal_core.backoff import Backoff
+from zonal_core.clock import Clock, Jitter, SystemClock
+from zonal_core.config import ZonalConfig, build_config
+from zonal_core.errors import QueryTimeout
+from zonal_core.health import HealthPolicy
+from zonal_core.pgerrors import is_disconnect
+from zonal_core.state import PooledConnection, PoolState
+from zonal_core.stats import PoolStats
+
+__all__ = ["PoolBase"]
+
+_LIVE_POOLS: weakref.WeakSet[PoolBase] = weakref.WeakSet()
+
+
+class PoolBase:
+    """Configuration, state and the decisions that need no I/O."""
+
+    _state: PoolState
+
+    def __init__(self, config: ZonalConfig | Mapping[str, Any] | None = None, *,
+                 clock: Clock | None = None, jitter: Jitter | None = None,
+                 health: HealthPolicy | None = None, backoff: Backoff | None = None,
+                 **options: Any) -> None:
+        if isinstance(config, ZonalConfig):
+            if options:
+                config = config.replace(**options)
+        else:
+            config = build_config(config, **options)
+        self.clock: Clock = clock or SystemClock()
+        self.backoff = backoff or Backoff()
+        self._state = PoolState(config, jitter=jitter, health=health, now=self.clock.now())
+        _LIVE_POOLS.add(self)
+
+    # -- read-only views ------------------------------------------------------
+
+    @property
+    def config(self) -> ZonalConfig:
+        """The validated configuration (frozen; its repr masks secrets)."""
+        return self._state.config
+
+    @property
+    def name(self) -> str:
+        return self._state.config.name
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    def stats(self) -> PoolStats:
+        """A snapshot per zone: open, idle, in use, waiting, max, counters, histograms."""
+        with self._state.lock:
+            return self._state.snapshot(self.clock.now(), _clock_source(self.clock))
+
+    def _secrets(self) -> list[str]:
+        return [ep.password for ep in self.config.topology.endpoints if ep.password]
+
+    def __repr__(self) -> str:
+        s = self._state
+        return (f"<{type(self).__name__} {self.name!r} zones={list(s.zones)} "
+                f"local={self.config.local_zone!r} open={s.total} in_use={s.lent_total}"
+                f"{' closed' if s.closed else ''}>")
+
+    # -- decisions shared by both runners ------------------------------------
+
+    def _discard_plan(self, rec: PooledConnection, exc: BaseException | None
+                      ) -> list[PooledConnection]:
+        """Under the lock: what a failure on ``rec`` means beyond discarding it.
+
+        A query timeout counts against the endpoint (a black-holed server); a
+        disconnect makes the zone's older connections suspect (the server may have
+        restarted). Neither touches the other zones.
+        """
+        now = self.clock.now()
+        out: list[PooledConnection] = []
+        if isinstance(exc, QueryTimeout):
+            out.extend(self._state.endpoint_failed(rec.endpoint, now))
+        elif exc is not None and is_disconnect(exc):
+            out.extend(self._state.invalidate_zone(rec.zone, now))
+        out.extend(self._state.release(rec, now, discard="invalidated"))
+        return out
+
+
+def _clock_source(clock: Clock) -> str:
+    return getattr(clock, "source", type(clock).__name__)
+
+
+def live_pools() -> list[PoolBase]:
+    """Every pool of this process not yet garbage-collected."""
+    return list(_LIVE_POOLS)
+
+
+@atexit.register
+def _close_idle_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    # Idle connections are closed so the server sees them go at once; borrowed ones
+    # belong to code that is still unwinding.
+    for pool in live_pools():
+        closer = getattr(pool, "_close_idle_sync", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):  # exit must not fail on a dead zone
+                closer()

@@ -1,0 +1,778 @@
+"""The zoned pool's state machine, shared by the sync and the async pool.
+
+Nothing here blocks or does I/O. Every public method is called with
+:attr:`PoolState.lock` held, takes ``now`` from the caller, and returns the
+connections the caller must close outside the lock. The I/O around it is written
+once, in :mod:`zonal_core.flow`, and run by :mod:`zonal_core.pool` (threads) and
+:mod:`zonal_core.pool_async` (asyncio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections import deque
+from typing import Any
+
+from zonal_core.clock import Jitter
+from zonal_core.config import ZonalConfig
+from zonal_core.errors import NoHealthyZone, PoolClosed, PoolTimeout
+from zonal_core.health import EndpointHealth, HealthPolicy, HealthState
+from zonal_core.routing import RouteEntry, RouteMode, rank_zones
+from zonal_core.stats import PoolStats, ZoneCounters, ZoneStats
+from zonal_core.topology import Endpoint, Zone
+
+__all__ = ["Grant", "PoolState", "PooledConnection", "Slot", "Waiter"]
+
+_INF = float("inf")
+
+# Connections a forked child inherited from its parent. They stay referenced and are
+# never closed: closing (or garbage collection, through the driver) would send a
+# Terminate message on a socket the parent still uses.
+_FORK_ORPHANS: list[Any] = []
+_ALL_STATES: weakref.WeakSet[PoolState] = weakref.WeakSet()
+
+
+class PooledConnection:
+    """One driver connection and what the pool knows of it."""
+
+    __slots__ = ("__weakref__", "created_at", "endpoint", "expires_at", "generation", "id",
+                 "info", "last_used", "lent_at", "pid", "raw", "zone")
+
+    def __init__(self, raw: Any, endpoint: Endpoint, ident: int, now: float,
+                 expires_at: float, generation: int) -> None:
+        self.raw = raw
+        self.endpoint = endpoint
+        self.zone = endpoint.zone
+        self.id = ident
+        self.created_at = now
+        self.expires_at = expires_at
+        self.last_used = now
+        self.lent_at: float | None = None
+        self.generation = generation
+        self.pid = os.getpid()  # the process that owns the socket
+        #: free for adapters
+        self.info: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        state = "lent" if self.lent_at is not None else "idle"
+        return f"<PooledConnection #{self.id} {self.endpoint.key} {state}>"
+
+
+class Slot:
+    """A reservation to open one new connection to ``endpoint``."""
+
+    __slots__ = ("endpoint", "mode")
+
+    def __init__(self, endpoint: Endpoint, mode: RouteMode) -> None:
+        self.endpoint = endpoint
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return f"<Slot {self.endpoint.key} {self.mode.value}>"
+
+
+class Grant:
+    """What a checkout step got: an idle connection (maybe to ping) or a slot."""
+
+    __slots__ = ("ping", "record", "slot")
+
+    def __init__(self, record: PooledConnection | None = None, slot: Slot | None = None,
+                 ping: bool = False) -> None:
+        self.record = record
+        self.slot = slot
+        self.ping = ping
+
+
+class Waiter:
+    """A checkout waiting in line. Subclasses say how to wake their owner."""
+
+    __slots__ = ("avoid", "grant", "no_route", "queued")
+
+    def __init__(self) -> None:
+        self.grant: Grant | None = None
+        self.queued = False
+        self.no_route = False
+        #: endpoint keys that failed during this checkout: it does not try them again
+        self.avoid: set[str] = set()
+
+    def notify(self) -> None:
+        """Wake the owner; called with the pool's lock held, so it must not block."""
+        raise NotImplementedError
+
+
+class _ZoneRuntime:
+    __slots__ = ("counters", "endpoints", "idle", "invalid_before", "lent", "opening",
+                 "removed", "spec")
+
+    def __init__(self, spec: Zone) -> None:
+        self.spec = spec
+        self.endpoints = [EndpointHealth(ep) for ep in spec.endpoints]
+        self.idle: list[PooledConnection] = []  # a stack: the end is the most recent
+        self.lent = 0
+        self.opening = 0
+        self.removed = False
+        self.invalid_before = -_INF
+        self.counters = ZoneCounters()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def size(self) -> int:
+        return len(self.idle) + self.lent + self.opening
+
+    def health_state(self) -> HealthState:
+        states = {h.state for h in self.endpoints}
+        for s in (HealthState.HEALTHY, HealthState.PROBATION):
+            if s in states:
+                return s
+        return HealthState.EJECTED
+
+    def health_of(self, ep: Endpoint) -> EndpointHealth | None:
+        for h in self.endpoints:
+            if h.endpoint == ep:
+                return h
+        return None
+
+
+_WAIT = "wait"
+_NO_ROUTE = "no_route"
+
+
+class PoolState:
+    """Per-zone LIFO idle stacks, caps, FIFO waiters, health and counters."""
+
+    def __init__(self, config: ZonalConfig, *, jitter: Jitter | None = None,
+                 health: HealthPolicy | None = None, now: float = 0.0) -> None:
+        self.lock = threading.Lock()
+        self.config = config
+        self.jitter = jitter or Jitter()
+        self.health = health or HealthPolicy()
+        self.zones: dict[str, _ZoneRuntime] = {
+            z.name: _ZoneRuntime(z) for z in config.topology.zones}
+        self.waiters: deque[Waiter] = deque()
+        self.closed = False
+        self.generation = 0
+        self.suspends = 0
+        self.last_op = now
+        self.idle_total = 0
+        self.lent_total = 0
+        self.opening_total = 0
+        self._next_id = 1
+        self._next_reap = _INF
+        self._route: list[RouteEntry] = []
+        self._route_valid_until = -_INF
+        self._preferred: str | None = config.local_zone
+        self._closing: list[PooledConnection] = []
+        self._static_rank = _static_rank(config)
+        self.pid = os.getpid()
+        _ALL_STATES.add(self)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def total(self) -> int:
+        """Open connections across zones, counting those being opened."""
+        return self.idle_total + self.lent_total + self.opening_total
+
+    def _flush(self) -> list[PooledConnection]:
+        out, self._closing = self._closing, []
+        return out
+
+    def _close(self, z: _ZoneRuntime, rec: PooledConnection, reason: str) -> None:
+        z.counters.closes[reason] += 1
+        self._closing.append(rec)
+
+    def _close_idle_where(self, z: _ZoneRuntime, reason: str, pred: Any = None) -> None:
+        keep: list[PooledConnection] = []
+        for rec in z.idle:
+            if pred is None or pred(rec):
+                self._close(z, rec, reason)
+            else:
+                keep.append(rec)
+        self.idle_total -= len(z.idle) - len(keep)
+        z.idle = keep
+
+    def _health(self, ep: Endpoint) -> EndpointHealth | None:
+        z = self.zones.get(ep.zone)
+        return z.health_of(ep) if z is not None else None
+
+    # ------------------------------------------------------------------ tick
+
+    def _tick(self, now: float) -> None:
+        """Every pool operation starts here: suspend check, then reaping.
+
+        Reaping happens on the caller's path: no background thread is needed for
+        correctness, and none would run while a function is frozen anyway.
+        """
+        gap = now - self.last_op
+        self.last_op = max(self.last_op, now)
+        if gap > self.config.max_idle:
+            # The process was frozen, the machine slept, or nobody asked for a long
+            # time: whatever sat idle through it is stale.
+            self.suspends += 1
+            for z in self.zones.values():
+                self._close_idle_where(z, "suspend")
+            self._next_reap = _INF
+        elif now >= self._next_reap:
+            self._reap(now)
+
+    def _reap(self, now: float) -> None:
+        max_idle = self.config.max_idle
+        nxt = _INF
+        for z in self.zones.values():
+            keep: list[PooledConnection] = []
+            for rec in z.idle:
+                if now - rec.last_used > max_idle:
+                    self._close(z, rec, "idle")
+                elif now >= rec.expires_at:
+                    self._close(z, rec, "lifetime")
+                else:
+                    keep.append(rec)
+                    nxt = min(nxt, rec.last_used + max_idle, rec.expires_at)
+            self.idle_total -= len(z.idle) - len(keep)
+            z.idle = keep
+        self._next_reap = nxt
+
+    # ------------------------------------------------------------------ routing
+
+    def route(self, now: float) -> list[RouteEntry]:
+        """The route order now (cached until health or time changes it)."""
+        if now < self._route_valid_until:
+            return self._route
+        route, valid_until = rank_zones(
+            [(z.spec, z.endpoints) for z in self.zones.values() if not z.removed],
+            local_zone=self.config.local_zone, now=now,
+            failback_after=self.config.failback_after,
+        )
+        self._route, self._route_valid_until = route, valid_until
+        self._note_preferred(route)
+        return route
+
+    def _preferred_of(self, route: list[RouteEntry]) -> str | None:
+        return next((e.zone.name for e in route if e.serves), None)
+
+    def _note_preferred(self, route: list[RouteEntry]) -> None:
+        first = self._preferred_of(route)
+        old, self._preferred = self._preferred, first
+        if first == old or old is None or first is None or old not in self.zones:
+            return
+        rank = self._static_rank
+        if rank.get(first, 0) > rank.get(old, 0):
+            # Traffic left ``old`` for a zone it ranks above: a failover.
+            self.zones[old].counters.failovers += 1
+        else:
+            # Traffic came back to a better zone: retire what idles elsewhere.
+            for z in self.zones.values():
+                if z.name != first:
+                    self._close_idle_where(z, "failback")
+
+    def _invalidate_route(self) -> None:
+        self._route_valid_until = -_INF
+
+    @property
+    def preferred_zone(self) -> str | None:
+        """The zone new checkouts go to now."""
+        return self._preferred
+
+    # ------------------------------------------------------------------ checkout
+
+    def acquire(self, now: float, waiter: Waiter, *, front: bool = False
+                ) -> tuple[Grant | None, list[PooledConnection]]:
+        """One checkout step: a grant, or ``None`` with ``waiter`` in line.
+
+        ``front`` puts a checkout that already waited (and failed to connect) back
+        at the head of the line. Raises :class:`PoolClosed`, or
+        :class:`NoHealthyZone` when no zone could serve even by waiting.
+        """
+        self._tick(now)
+        if self.closed:
+            # Anything reaped stays buffered in _closing for the next operation.
+            raise PoolClosed(f"pool {self.config.name!r} is closed")
+        if not waiter.queued and waiter.grant is None and not waiter.no_route:
+            if self.waiters and not front:
+                # Fairness: a newcomer never overtakes a checkout already in line.
+                self._enqueue(waiter, front=False)
+                self._dispatch(now)
+            else:
+                got = self._try_grant(now, waiter.avoid)
+                if isinstance(got, Grant):
+                    return got, self._flush()
+                if got == _NO_ROUTE:
+                    waiter.no_route = True
+                else:
+                    self._enqueue(waiter, front=front)
+        if waiter.grant is not None:
+            granted, waiter.grant = waiter.grant, None
+            return granted, self._flush()
+        if waiter.no_route:
+            waiter.no_route = False
+            raise NoHealthyZone(self.describe(now, prefix="no zone can serve"))
+        return None, self._flush()
+
+    def _enqueue(self, waiter: Waiter, *, front: bool) -> None:
+        waiter.queued = True
+        if front:
+            self.waiters.appendleft(waiter)
+        else:
+            self.waiters.append(waiter)
+
+    def leave(self, waiter: Waiter, now: float) -> list[PooledConnection]:
+        """Take ``waiter`` out of line (timeout, cancel); give back any grant."""
+        if waiter.queued:
+            waiter.queued = False
+            with contextlib.suppress(ValueError):  # queued implies present
+                self.waiters.remove(waiter)
+        if waiter.grant is not None:
+            g, waiter.grant = waiter.grant, None
+            self._give_back(g, now)
+        return self._flush()
+
+    def timed_out(self, now: float, timeout: float, last_error: str | None) -> PoolTimeout:
+        """Count a checkout timeout and build its error (after :meth:`leave`)."""
+        pref = self._preferred or self.config.local_zone
+        if pref in self.zones:
+            self.zones[pref].counters.timeouts += 1
+        prefix = f"no connection within timeout={timeout:g}s"
+        if last_error:
+            prefix += f" (last connect error: {last_error})"
+        return PoolTimeout(self.describe(now, prefix=prefix))
+
+    def give_back(self, grant: Grant, now: float) -> list[PooledConnection]:
+        """Return a grant its checkout did not use (cancelled, timed out)."""
+        self._give_back(grant, now)
+        return self._flush()
+
+    def _give_back(self, grant: Grant, now: float) -> None:
+        if grant.record is not None:
+            self._checkin(grant.record, now, None, used=False)
+        elif grant.slot is not None:
+            self._release_slot(grant.slot)
+            self._dispatch(now)
+
+    def _try_grant(self, now: float, avoid: set[str]) -> Grant | str:
+        """The first thing the route can give; ``_WAIT``; or ``_NO_ROUTE``."""
+        cfg = self.config
+        can_wait = False
+        for entry in self.route(now):
+            z = self.zones[entry.zone.name]
+            if entry.serves:
+                while z.idle:
+                    rec = z.idle.pop()  # LIFO: the most recently used; the rest age out
+                    self.idle_total -= 1
+                    if rec.created_at <= z.invalid_before or rec.generation != self.generation:
+                        self._close(z, rec, "invalidated")
+                        continue
+                    self._lend(z, rec, now)
+                    return Grant(record=rec,
+                                 ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)
+            h, busy = self._pick_endpoint(z, entry.mode, avoid, now)
+            if h is None:
+                can_wait = can_wait or busy
+                continue
+            if self._make_room(z):
+                self._reserve(z, h, entry.mode)
+                return Grant(slot=Slot(h.endpoint, entry.mode))
+            if entry.serves:
+                can_wait = True
+                if not cfg.spillover:
+                    return _WAIT  # the zone to use is full: wait for it
+        if can_wait or self.opening_total:
+            return _WAIT
+        if any(self.zones[e.zone.name].lent for e in self._route if e.serves):
+            return _WAIT  # this checkout tried every endpoint; a borrowed one may return
+        return _NO_ROUTE
+
+    def _pick_endpoint(self, z: _ZoneRuntime, mode: RouteMode, avoid: set[str], now: float
+                       ) -> tuple[EndpointHealth | None, bool]:
+        """The endpoint of ``z`` to connect to, and whether one was busy probing."""
+        best: EndpointHealth | None = None
+        busy = False
+        fb = self.config.failback_after
+        for h in z.endpoints:
+            if h.endpoint.key in avoid:
+                continue
+            if mode is RouteMode.NORMAL:
+                ok = h.state is HealthState.HEALTHY
+            elif mode is RouteMode.FALLBACK:
+                ok = h.state is HealthState.PROBATION
+            elif mode is RouteMode.PROBE:
+                ok = h.can_probe(now) or h.can_confirm(now, fb)
+                busy = busy or h.probe_in_flight
+            else:  # LAST_RESORT: every endpoint ejected; the least recently ejected
+                ok = not h.probe_in_flight
+                busy = busy or h.probe_in_flight
+                if ok and best is not None and h.ejected_at >= best.ejected_at:
+                    continue
+                if ok:
+                    best = h
+                continue
+            if ok and (best is None or _load(z, h) < _load(z, best)):
+                best = h
+        return best, busy
+
+    def _make_room(self, z: _ZoneRuntime) -> bool:
+        if z.size >= self.config.pool_size:
+            return False
+        if self.total < self.config.max_total:
+            return True
+        # The total cap is hit: an idle connection of another zone gives way.
+        for other in self.zones.values():
+            if other is not z and other.idle:
+                rec = other.idle.pop(0)  # its least recently used
+                self.idle_total -= 1
+                self._close(other, rec, "failback")
+                return True
+        return False
+
+    def _reserve(self, z: _ZoneRuntime, h: EndpointHealth, mode: RouteMode) -> None:
+        z.opening += 1
+        self.opening_total += 1
+        if mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
+            h.probe_in_flight = True
+
+    def _release_slot(self, slot: Slot) -> None:
+        z = self.zones[slot.endpoint.zone]
+        z.opening -= 1
+        self.opening_total -= 1
+        h = z.health_of(slot.endpoint)
+        if h is not None and slot.mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
+            h.probe_in_flight = False
+
+    def _lend(self, z: _ZoneRuntime, rec: PooledConnection, now: float) -> None:
+        z.lent += 1
+        self.lent_total += 1
+        rec.lent_at = now
+
+    def checked_out(self, rec: PooledConnection, now: float, waited: float) -> None:
+        """A checkout completed with ``rec``: count it."""
+        z = self.zones.get(rec.zone)
+        if z is not None:
+            z.counters.checkouts += 1
+            z.counters.wait_time.observe(waited)
+        rec.lent_at = now
+
+    # ------------------------------------------------------------------ connect
+
+    def connected(self, slot: Slot, raw: Any, now: float, took: float) -> PooledConnection:
+        """The connect for ``slot`` succeeded; the new connection is lent."""
+        z = self.zones[slot.endpoint.zone]
+        z.opening -= 1
+        self.opening_total -= 1
+        h = z.health_of(slot.endpoint)
+        if h is not None and h.record_success(now, took, self.health, self.config.failback_after):
+            self._invalidate_route()
+        if h is not None and slot.mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
+            h.probe_in_flight = False
+        z.counters.connects += 1
+        z.counters.connect_time.observe(took)
+        # Up to 10% early, never later: connections opened together do not all
+        # expire together.
+        expires = now + self.config.max_lifetime * self.jitter.uniform(0.9, 1.0)
+        rec = PooledConnection(raw, slot.endpoint, self._next_id, now, expires, self.generation)
+        self._next_id += 1
+        self._lend(z, rec, now)
+        self._dispatch(now)  # a zone may just have come back
+        return rec
+
+    def connect_failed(self, slot: Slot, now: float, kind: str) -> list[PooledConnection]:
+        """The connect for ``slot`` failed. ``kind``: failure, busy, auth or cancelled.
+
+        Only ``failure`` counts against the endpoint's health: a full server or a
+        refused password says nothing about whether the zone is reachable.
+        """
+        z = self.zones[slot.endpoint.zone]
+        self._release_slot(slot)
+        if kind != "cancelled":
+            z.counters.connect_errors += 1
+        if kind == "busy":
+            z.counters.retries += 1
+        if kind == "failure":
+            self._failure(slot.endpoint, now)
+        self._dispatch(now)
+        return self._flush()
+
+    def endpoint_failed(self, ep: Endpoint, now: float) -> list[PooledConnection]:
+        """A ping or a query timed out on ``ep``: a health failure of that endpoint."""
+        self._failure(ep, now)
+        self._dispatch(now)
+        return self._flush()
+
+    def _failure(self, ep: Endpoint, now: float) -> None:
+        h = self._health(ep)
+        if h is None:
+            return
+        if h.record_failure(now, self.health, self.jitter):
+            z = self.zones[ep.zone]
+            z.counters.ejections += 1
+            self._invalidate_route()
+            # What sits idle behind an ejected endpoint is dead or hanging too.
+            self._close_idle_where(z, "invalidated", lambda r: r.endpoint == ep)
+            self.route(now)
+
+    # ------------------------------------------------------------------ checkin
+
+    def release(self, rec: PooledConnection, now: float, discard: str | None = None
+                ) -> list[PooledConnection]:
+        """Check ``rec`` in. ``discard`` (a close reason) closes it instead."""
+        self._tick(now)
+        self._checkin(rec, now, discard, used=True)
+        return self._flush()
+
+    def _checkin(self, rec: PooledConnection, now: float, discard: str | None, *,
+                 used: bool) -> None:
+        z = self.zones.get(rec.zone)
+        if rec.lent_at is None or z is None:
+            return  # not lent by this pool: a double checkin
+        lent_at, rec.lent_at = rec.lent_at, None
+        if rec.pid != self.pid:
+            _FORK_ORPHANS.append(rec.raw)  # lent before a fork: the parent owns it
+            return
+        if used:
+            z.counters.use_time.observe(max(0.0, now - lent_at))
+            rec.last_used = now
+        z.lent -= 1
+        self.lent_total -= 1
+        reason = discard or self._retire_reason(z, rec, now)
+        if reason is not None:
+            self._close(z, rec, reason)
+            if z.removed and z.size == 0 and self.zones.get(z.name) is z:
+                del self.zones[z.name]  # a removed zone's last borrowed one is back
+        else:
+            z.idle.append(rec)
+            self.idle_total += 1
+            self._next_reap = min(self._next_reap, rec.last_used + self.config.max_idle,
+                                  rec.expires_at)
+        self._dispatch(now)
+
+    def _retire_reason(self, z: _ZoneRuntime, rec: PooledConnection, now: float) -> str | None:
+        if self.closed:
+            return "shutdown"
+        if rec.generation != self.generation or rec.created_at <= z.invalid_before:
+            return "invalidated"
+        if z.removed:
+            return "reconfigure"
+        if now >= rec.expires_at:
+            return "lifetime"
+        if z.size >= self.config.pool_size:  # (z.size no longer counts rec)
+            return "reconfigure"
+        route = self.route(now)
+        if not self.waiters and self._preferred_of(route) not in (None, z.name):
+            # Traffic has a better home now (failback, or spillover no longer needed).
+            return "failback"
+        return None
+
+    def _dispatch(self, now: float) -> None:
+        """Hand what the pool can give to the waiters, in order."""
+        if not self.waiters:
+            return
+        for w in list(self.waiters):
+            g = self._try_grant(now, w.avoid)
+            if g == _WAIT:
+                if not w.avoid:
+                    break  # nobody behind it can be served either: strict FIFO
+                continue
+            self.waiters.remove(w)
+            w.queued = False
+            if isinstance(g, Grant):
+                w.grant = g
+            else:
+                w.no_route = True
+            w.notify()
+
+    # ------------------------------------------------------------------ ping
+
+    def ping_failed(self, rec: PooledConnection, now: float, timed_out: bool
+                    ) -> list[PooledConnection]:
+        """A pre-ping failed: discard that connection only, not the pool.
+
+        A timed-out ping counts against the endpoint too (a black-holed server); an
+        error (the backend was terminated, the server restarted) does not, so a thaw
+        after backends were killed does not eject a healthy zone.
+        """
+        z = self.zones.get(rec.zone)
+        if z is not None:
+            z.counters.ping_failures += 1
+        self._checkin(rec, now, "ping_failed", used=False)
+        if timed_out:
+            self._failure(rec.endpoint, now)
+            self._dispatch(now)
+        return self._flush()
+
+    def pinged(self, rec: PooledConnection) -> None:
+        """A pre-ping succeeded."""
+        z = self.zones.get(rec.zone)
+        if z is not None:
+            z.counters.pings += 1
+
+    def invalidate_zone(self, zone: str, now: float) -> list[PooledConnection]:
+        """A disconnect in ``zone``: its connections opened before now are suspect."""
+        z = self.zones.get(zone)
+        if z is not None:
+            z.invalid_before = now
+            self._close_idle_where(z, "invalidated", lambda r: r.created_at <= now)
+        return self._flush()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def trim(self, now: float, min_idle: int | None = None) -> list[PooledConnection]:
+        """Close idle connections down to ``min_idle`` per zone; the newest stay."""
+        self._tick(now)
+        keep_n = self.config.min_idle if min_idle is None else max(0, min_idle)
+        for z in self.zones.values():
+            extra = len(z.idle) - keep_n
+            if extra > 0:
+                oldest = set(map(id, z.idle[:extra]))
+                self._close_idle_where(z, "trim", lambda r, o=oldest: id(r) in o)
+        return self._flush()
+
+    def drain(self, now: float, reason: str = "invalidated") -> list[PooledConnection]:
+        """Close every idle connection now; lent ones are closed at checkin."""
+        self.generation += 1
+        for z in self.zones.values():
+            self._close_idle_where(z, reason)
+        return self._flush()
+
+    def close(self, now: float) -> list[PooledConnection]:
+        """Close the pool: idle connections now, lent ones at checkin; wake waiters."""
+        self.closed = True
+        for z in self.zones.values():
+            self._close_idle_where(z, "shutdown")
+        for w in list(self.waiters):
+            w.queued = False
+            w.notify()
+        self.waiters.clear()
+        return self._flush()
+
+    def reconfigure(self, config: ZonalConfig, now: float) -> list[PooledConnection]:
+        """Adopt ``config``: new zones appear, removed ones drain, sizes change.
+
+        Borrowed connections are never dropped: those of removed zones (or beyond a
+        smaller ``pool_size``) are closed when they are checked in.
+        """
+        old = self.zones
+        new: dict[str, _ZoneRuntime] = {}
+        for spec in config.topology.zones:
+            z = old.get(spec.name)
+            if z is None:
+                new[spec.name] = _ZoneRuntime(spec)
+                continue
+            by_address = {h.endpoint.address: h for h in z.endpoints}
+            z.spec = spec
+            z.removed = False
+            z.endpoints = [_rebind(by_address.get(ep.address), ep) for ep in spec.endpoints]
+            kept = {ep.address for ep in spec.endpoints}
+            self._close_idle_where(z, "reconfigure", lambda r, k=kept: r.endpoint.address not in k)
+            for rec in z.idle:  # records follow their endpoint's new identity
+                rec.endpoint = next(e for e in spec.endpoints
+                                    if e.address == rec.endpoint.address)
+            new[spec.name] = z
+        for name, z in old.items():
+            if name not in new:
+                z.removed = True
+                self._close_idle_where(z, "reconfigure")
+                if z.lent or z.opening:
+                    new[name] = z  # kept until its borrowed connections come back
+        self.zones = new
+        self.config = config
+        self._static_rank = _static_rank(config)
+        for z in new.values():
+            extra = min(z.size - config.pool_size, len(z.idle))
+            if extra > 0:
+                oldest = set(map(id, z.idle[:extra]))
+                self._close_idle_where(z, "reconfigure", lambda r, o=oldest: id(r) in o)
+        self._invalidate_route()
+        self._dispatch(now)
+        return self._flush()
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without closing them."""
+        self.lock = threading.Lock()
+        for z in self.zones.values():
+            _FORK_ORPHANS.extend(r.raw for r in z.idle)
+            z.counters.closes["fork"] += len(z.idle)
+            z.idle = []
+            z.lent = 0
+            z.opening = 0
+            for h in z.endpoints:
+                h.probe_in_flight = False
+        self.idle_total = self.lent_total = self.opening_total = 0
+        self.waiters.clear()
+        self._closing = []
+        self.generation += 1
+        self.pid = os.getpid()
+
+    # ------------------------------------------------------------------ reporting
+
+    def describe(self, now: float, *, prefix: str) -> str:
+        """``prefix`` plus every zone's state: for PoolTimeout and NoHealthyZone."""
+        parts = []
+        for z in self.zones.values():
+            unwell = "; ".join(f"{h.endpoint.address} {h.describe(now)}"
+                               for h in z.endpoints if h.state is not HealthState.HEALTHY)
+            parts.append(f"{z.name}: open {z.size}/{self.config.pool_size}, in use {z.lent}, "
+                         f"idle {len(z.idle)}, connecting {z.opening}"
+                         + (f", {unwell}" if unwell else ""))
+        return (f"pool {self.config.name!r}: {prefix}; {len(self.waiters)} waiting, "
+                f"open {self.total}/{self.config.max_total}; zones: " + " | ".join(parts))
+
+    def snapshot(self, now: float, clock_source: str) -> PoolStats:
+        """A :class:`PoolStats` of this moment."""
+        pref = self._preferred_of(self.route(now))
+        zones: dict[str, ZoneStats] = {}
+        for z in self.zones.values():
+            c = z.counters
+            st = z.health_state()
+            ejected_for = None
+            if st is HealthState.EJECTED:
+                ejected_for = max(0.0, min(h.ejected_until for h in z.endpoints) - now)
+            zones[z.name] = ZoneStats(
+                zone=z.name, state=st.value, preferred=z.name == pref,
+                open=z.size, idle=len(z.idle), in_use=z.lent, opening=z.opening,
+                waiting=len(self.waiters) if z.name == pref else 0,
+                max=self.config.pool_size, checkouts=c.checkouts, timeouts=c.timeouts,
+                connects=c.connects, connect_errors=c.connect_errors, retries=c.retries,
+                pings=c.pings, ping_failures=c.ping_failures, failovers=c.failovers,
+                ejections=c.ejections, closes=dict(c.closes),
+                wait_time=c.wait_time.snapshot(), connect_time=c.connect_time.snapshot(),
+                use_time=c.use_time.snapshot(), ejected_for=ejected_for,
+            )
+        return PoolStats(
+            name=self.config.name, version=self.config.version,
+            local_zone=self.config.local_zone, preferred_zone=pref,
+            max_total=self.config.max_total, waiting=len(self.waiters),
+            suspends=self.suspends, clock=clock_source, zones=zones,
+        )
+
+
+def _static_rank(config: ZonalConfig) -> dict[str, int]:
+    """Zones ranked without health or latency: local first, then priority, then order."""
+    zones = sorted(enumerate(config.topology.zones),
+                   key=lambda iz: (iz[1].name != config.local_zone, iz[1].priority, iz[0]))
+    return {z.name: i for i, (_, z) in enumerate(zones)}
+
+
+def _load(z: _ZoneRuntime, h: EndpointHealth) -> tuple[int, float]:
+    """Spread a zone's connections over its endpoints; faster endpoints break ties."""
+    n = sum(1 for r in z.idle if r.endpoint == h.endpoint)
+    return n, h.latency if h.latency is not None else 0.0
+
+
+def _rebind(h: EndpointHealth | None, ep: Endpoint) -> EndpointHealth:
+    if h is None:
+        return EndpointHealth(ep)
+    h.endpoint = ep
+    return h
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_ALL_STATES):
+        state.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
