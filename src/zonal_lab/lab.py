@@ -11,6 +11,7 @@ PgBouncer in front, and a fault proxy in front of both.
 from __future__ import annotations
 
 import importlib
+import os
 import secrets
 import shutil
 import socket
@@ -26,7 +27,7 @@ from urllib.parse import quote
 from zonal_lab import cleanup
 from zonal_lab.binaries import PgBinaries, find_pgbouncer, find_postgres
 from zonal_lab.errors import LabError
-from zonal_lab.pgbouncer import PgBouncer
+from zonal_lab.pgbouncer import PgBouncer, check_settings
 from zonal_lab.postgres import PostgresServer, make_template
 from zonal_lab.proxy import FaultProxy
 from zonal_lab.runas import RunAs
@@ -39,6 +40,24 @@ __all__ = ["Lab", "Zone"]
 HOST = "127.0.0.1"
 _ADMIN_CONNECT_TIMEOUT = 5
 _PORT_RETRIES = 3
+_SHM_MIN_FREE = 1 << 30
+
+
+def _scratch_dir() -> str | None:
+    """Where labs keep their files: ``ZONAL_LAB_DIR``, else ``/dev/shm`` when it is a
+    roomy tmpfs (copying three data folders to a slow disk takes seconds, to memory a
+    tenth of that), else the system's temporary folder."""
+    chosen = os.environ.get("ZONAL_LAB_DIR")
+    if chosen:
+        return chosen
+    shm = "/dev/shm"
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize >= _SHM_MIN_FREE:
+        return shm
+    return None
 
 
 def _free_ports(count: int) -> list[int]:
@@ -333,6 +352,7 @@ class Lab:
                     "pgbouncer=True but PgBouncer is not installed (fix: apt-get install "
                     "pgbouncer, brew install pgbouncer, or set ZONAL_LAB_PGBOUNCER)"
                 )
+            check_settings(bouncer_program, self.pgbouncer_settings)
         runas = RunAs.detect()
         cleanup.register(self)
         try:
@@ -344,7 +364,7 @@ class Lab:
         return self
 
     def _start(self, runas: RunAs, bouncer_program: str | None) -> None:
-        base = Path(tempfile.mkdtemp(prefix="zonal-lab-"))
+        base = Path(tempfile.mkdtemp(prefix="zonal-lab-", dir=_scratch_dir()))
         self.base_dir = base
         if runas.switch:
             runas.give(base)  # empty yet: only the folder itself changes hands
@@ -404,9 +424,9 @@ class Lab:
         """Stop every server, PgBouncer and proxy; remove the lab's files. Idempotent."""
         zones = list(self._zones.values())
         self._zones = {}
-        if zones:
-            with ThreadPoolExecutor(len(zones), thread_name_prefix="zonal-lab-stop") as pool:
-                list(pool.map(_stop_quietly, zones))
+        # one after the other: at interpreter exit (atexit) no new thread may start
+        for zone in zones:
+            _stop_quietly(zone)
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None

@@ -18,7 +18,7 @@ from zonal_lab.binaries import pgbouncer_version
 from zonal_lab.errors import LabError
 from zonal_lab.runas import RunAs
 
-__all__ = ["DEFAULT_PGBOUNCER_SETTINGS", "PgBouncer"]
+__all__ = ["DEFAULT_PGBOUNCER_SETTINGS", "PgBouncer", "check_settings"]
 
 DEFAULT_PGBOUNCER_SETTINGS: Mapping[str, object] = {
     "pool_mode": "transaction",
@@ -45,6 +45,21 @@ def _ini_value(value: object) -> str:
     return text
 
 
+def check_settings(program: str, settings: Mapping[str, object]) -> tuple[int, int]:
+    """Raise :class:`LabError` for a setting this PgBouncer is too old to know;
+    return its (major, minor) version."""
+    version = pgbouncer_version(program)
+    for key, since in _SINCE.items():
+        if key in settings and version < since:
+            have = ".".join(map(str, version))
+            need = ".".join(map(str, since))
+            raise LabError(
+                f"PgBouncer setting {key!r} needs PgBouncer >= {need}; "
+                f"{program} is {have} (fix: drop it from pgbouncer_settings)"
+            )
+    return version
+
+
 class PgBouncer:
     """PgBouncer listening on 127.0.0.1:``port``, forwarding to ``server_port``."""
 
@@ -66,16 +81,8 @@ class PgBouncer:
         self.server_port = server_port
         self.user = user
         self.runas = runas
-        self.version = pgbouncer_version(program)
+        self.version = check_settings(program, settings or {})
         self.settings = {**DEFAULT_PGBOUNCER_SETTINGS, **(settings or {})}
-        for key, since in _SINCE.items():
-            if key in self.settings and self.version < since:
-                have = ".".join(map(str, self.version))
-                need = ".".join(map(str, since))
-                raise LabError(
-                    f"PgBouncer setting {key!r} needs PgBouncer >= {need}; "
-                    f"{program} is {have} (fix: drop it from pgbouncer_settings)"
-                )
         self.logfile = workdir / "pgbouncer.log"
         self._password = password
         self._proc: subprocess.Popen[bytes] | None = None

@@ -111,9 +111,7 @@ def test_blackhole_hangs_new_connections_past_the_timeout(lab: Lab) -> None:
         assert select_1(conn) == 1
 
 
-def test_blackhole_stalls_open_connections_until_healed(
-    background: Any, lab: Lab
-) -> None:
+def test_blackhole_stalls_open_connections_until_healed(background: Any, lab: Lab) -> None:
     zone = lab["a"]
     with connect(zone.url(proxy=True)) as conn:
         zone.proxy.blackhole()
@@ -169,9 +167,7 @@ def test_latency_slows_open_and_new_connections(lab: Lab) -> None:
 def test_server_connections_are_counted(lab: Lab) -> None:
     zone = lab["a"]
     assert zone.server_connections(application_name="counted") == 0
-    conns = [
-        connect(zone.url(proxy=True), application_name="counted") for _ in range(3)
-    ]
+    conns = [connect(zone.url(proxy=True), application_name="counted") for _ in range(3)]
     other = connect(zone.url(), application_name="not-counted")
     try:
         assert zone.server_connections(application_name="counted") == 3
