@@ -25,7 +25,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from zonal_core.errors import SessionStateError, ZonalConfigError
 
@@ -195,8 +195,7 @@ _S = "s"  # string literal (also E'', dollar-quoted), content
 _O = "o"  # anything else: one character of punctuation, a number
 
 
-@dataclass(frozen=True, slots=True)
-class _Tok:
+class _Tok(NamedTuple):  # a tuple: cheapest to build, one per token
     kind: str
     text: str
     start: int

@@ -16,6 +16,7 @@ from zonal_core.pgbouncer import (
     TRACKED_PARAMETERS,
     SessionStateFinding,
     SessionStateWarning,
+    _classify_slow,  # the unguarded slow path
     check,
     classify,
 )
@@ -356,18 +357,35 @@ SQLISH = st.lists(
 ).map(" ".join)  # fmt: skip
 
 
+# classify() guards its slow path with a catch-all (a classifier bug must never
+# break a query), so these also call the unguarded slow path: that is where a bug
+# would hide.
+LEXICAL = st.text(alphabet=st.sampled_from("$'\"-/*;()Ee\\ \n\tsetlin_:.,0"), max_size=80)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=200))
 def test_classify_never_raises_on_text(sql: str) -> None:
     result = classify(sql)
     assert result is None or result.kind in KINDS
+    assert _classify_slow(sql) == result  # the pre-filter drops no finding
+
+
+@settings(max_examples=600, deadline=None)
+@given(LEXICAL)
+def test_slow_path_never_raises_on_quoting_characters(sql: str) -> None:
+    result = _classify_slow(sql)
+    assert result is None or result.kind in KINDS
+    assert classify(sql) == result
 
 
 @settings(max_examples=400, deadline=None)
 @given(SQLISH)
 def test_classify_never_raises_on_sql_fragments(sql: str) -> None:
-    result = classify(sql)
+    result = _classify_slow(sql)
     assert result is None or (result.kind in KINDS and result.statement in result.message)
+    # The pre-filter never drops what the full rule finds.
+    assert classify(sql) == result
 
 
 # --------------------------------------------------------------------------- cost
