@@ -30,6 +30,7 @@ from zonal_lab.errors import LabError
 from zonal_lab.pgbouncer import PgBouncer, check_settings
 from zonal_lab.postgres import PostgresServer, make_template
 from zonal_lab.proxy import FaultProxy
+from zonal_lab.reaper import Reaper
 from zonal_lab.runas import RunAs
 
 if TYPE_CHECKING:
@@ -290,6 +291,7 @@ class Lab:
         self.binaries: PgBinaries | None = None
         self.started_in: float | None = None  # seconds start() took
         self._zones: dict[str, Zone] = {}
+        self._reaper: Reaper | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._zones else "stopped"
@@ -355,6 +357,7 @@ class Lab:
             check_settings(bouncer_program, self.pgbouncer_settings)
         runas = RunAs.detect()
         cleanup.register(self)
+        self._reaper = Reaper()
         try:
             self._start(runas, bouncer_program)
         except BaseException:
@@ -366,6 +369,9 @@ class Lab:
     def _start(self, runas: RunAs, bouncer_program: str | None) -> None:
         base = Path(tempfile.mkdtemp(prefix="zonal-lab-", dir=_scratch_dir()))
         self.base_dir = base
+        reaper = self._reaper
+        assert reaper is not None
+        reaper.folder(base)
         if runas.switch:
             runas.give(base)  # empty yet: only the folder itself changes hands
         bins = find_postgres().reachable_by(runas, base / "pg")
@@ -384,6 +390,7 @@ class Lab:
             server = PostgresServer(
                 bins, base / f"zone-{name}", next(ports), runas, self.server_settings
             )
+            server.on_start = reaper.watch
             zone = Zone(self, name, server)
             self._zones[name] = zone
             if bouncer_program is not None:
@@ -397,6 +404,7 @@ class Lab:
                     runas=runas,
                     settings=self.pgbouncer_settings,
                 )
+                zone.bouncer.on_start = reaper.watch
         with ThreadPoolExecutor(len(self.names), thread_name_prefix="zonal-lab") as pool:
             list(pool.map(lambda z: self._start_zone(z, template), self._zones.values()))
         shutil.rmtree(template, ignore_errors=True)
@@ -430,6 +438,9 @@ class Lab:
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
         cleanup.unregister(self)
 
 

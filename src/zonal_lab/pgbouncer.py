@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from zonal_lab.binaries import pgbouncer_version
@@ -86,6 +86,7 @@ class PgBouncer:
         self.logfile = workdir / "pgbouncer.log"
         self._password = password
         self._proc: subprocess.Popen[bytes] | None = None
+        self.on_start: Callable[[int], None] | None = None  # told each new PID
 
     def __repr__(self) -> str:
         return f"<PgBouncer port={self.port} server_port={self.server_port} pid={self.pid}>"
@@ -140,6 +141,8 @@ class PgBouncer:
                 start_new_session=True,
                 **self.runas.popen_kwargs(),
             )
+        if self.on_start is not None:
+            self.on_start(self._proc.pid)
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:

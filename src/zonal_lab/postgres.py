@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from zonal_lab import procs
@@ -123,6 +123,7 @@ class PostgresServer:
         self.settings = {**DEFAULT_SERVER_SETTINGS, **(settings or {})}
         self.logfile = datadir.parent / f"{datadir.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.on_start: Callable[[int], None] | None = None  # told each new PID
 
     def __repr__(self) -> str:
         return f"<PostgresServer port={self.port} pid={self.pid}>"
@@ -161,6 +162,8 @@ class PostgresServer:
                 start_new_session=True,
                 **self.runas.popen_kwargs(),
             )
+        if self.on_start is not None:
+            self.on_start(self._proc.pid)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:

@@ -1,5 +1,6 @@
-"""The lab always cleans up: on leaving ``with``, on an exception, on SIGTERM and on
-Ctrl-C (SIGINT), it stops every process it started and removes its files."""
+"""The lab always cleans up: on leaving ``with``, on an exception, on SIGTERM, on
+Ctrl-C (SIGINT), and through its reaper even when its owner dies of SIGKILL, it stops
+every process it started and removes its files."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -72,7 +74,9 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"]
+)
 def test_an_interrupted_process_cleans_up(sig: signal.Signals) -> None:
     pgbouncer = find_pgbouncer() is not None
     child = subprocess.Popen(
@@ -96,7 +100,11 @@ def test_an_interrupted_process_cleans_up(sig: signal.Signals) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert procs.wait_gone(pids, timeout=5), [p for p in pids if procs.alive(p)]
+    # after SIGKILL only the reaper is left to clean up: give it a moment
+    assert procs.wait_gone(pids, timeout=10), [p for p in pids if procs.alive(p)]
+    deadline = time.monotonic() + 10
+    while base.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert not base.exists()
     if sig == signal.SIGTERM:
         assert child.returncode == -signal.SIGTERM  # still dies of SIGTERM
