@@ -286,7 +286,8 @@ def _guess(word: object, choices: Any) -> str | None:
 
 
 def _unknown_option(key: object, origin: str | None) -> ZonalConfigError:
-    field = key if isinstance(key, str) and len(key) <= 60 else _show(key)
+    # A readable key is the field itself; anything odd is shown as its repr.
+    field = key if isinstance(key, str) and key.isidentifier() and len(key) <= 60 else _show(key)
     guess = _guess(key, OPTIONS)
     if key == "options":
         fix = "pass the mapping positionally: build_config({...})"
