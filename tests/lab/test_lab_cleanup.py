@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from zonal_lab import Lab, procs
+from zonal_lab import Lab, LabError, procs
 from zonal_lab.binaries import find_pgbouncer
 
 pytestmark = pytest.mark.integration
@@ -108,3 +108,17 @@ def test_an_interrupted_process_cleans_up(sig: signal.Signals) -> None:
     assert not base.exists()
     if sig == signal.SIGTERM:
         assert child.returncode == -signal.SIGTERM  # still dies of SIGTERM
+
+
+def test_a_failed_start_says_why_and_leaves_nothing() -> None:
+    lab = Lab(zones=["x", "y"], server_settings={"no_such_setting": 1})
+    with pytest.raises(LabError, match="no_such_setting"):
+        lab.start()
+    assert lab.base_dir is None
+    with pytest.raises(LabError, match="not running"):
+        lab["x"]
+
+
+def test_docker_backend_fails_clearly_without_docker() -> None:
+    with pytest.raises(LabError, match="backend='docker'"):
+        Lab(zones=["x"], backend="docker").start()
