@@ -102,7 +102,14 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                 closing.extend(state.leave(waiter, now))
                 raise state.timed_out(now, timeout, last_error)
         if grant is None:
-            yield Wait(waiter, deadline - now)
+            try:
+                yield Wait(waiter, deadline - now)
+            except BaseException:
+                # Cancelled (or interrupted) in line: leave it, and give back
+                # whatever was handed over in the meantime.
+                with lock:
+                    closing.extend(state.leave(waiter, clock.now()))
+                raise
             continue
         front = True  # from here on, a retry keeps its place at the head of the line
 

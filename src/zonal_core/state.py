@@ -244,14 +244,17 @@ class PoolState:
         """The route order now (cached until health or time changes it)."""
         if now < self._route_valid_until:
             return self._route
-        route, valid_until = rank_zones(
+        route, valid_until = self._rank(now)
+        self._route, self._route_valid_until = route, valid_until
+        self._note_preferred(route)
+        return route
+
+    def _rank(self, now: float) -> tuple[list[RouteEntry], float]:
+        return rank_zones(
             [(z.spec, z.endpoints) for z in self.zones.values() if not z.removed],
             local_zone=self.config.local_zone, now=now,
             failback_after=self.config.failback_after,
         )
-        self._route, self._route_valid_until = route, valid_until
-        self._note_preferred(route)
-        return route
 
     def _preferred_of(self, route: list[RouteEntry]) -> str | None:
         return next((e.zone.name for e in route if e.serves), None)
@@ -686,6 +689,7 @@ class PoolState:
                 oldest = set(map(id, z.idle[:extra]))
                 self._close_idle_where(z, "reconfigure", lambda r, o=oldest: id(r) in o)
         self._invalidate_route()
+        self.route(now)  # settle preferences now: a failback closes idle elsewhere
         self._dispatch(now)
         return self._flush()
 
@@ -721,8 +725,9 @@ class PoolState:
                 f"open {self.total}/{self.config.max_total}; zones: " + " | ".join(parts))
 
     def snapshot(self, now: float, clock_source: str) -> PoolStats:
-        """A :class:`PoolStats` of this moment."""
-        pref = self._preferred_of(self.route(now))
+        """A :class:`PoolStats` of this moment; reading it changes nothing."""
+        route = self._route if now < self._route_valid_until else self._rank(now)[0]
+        pref = self._preferred_of(route)
         zones: dict[str, ZoneStats] = {}
         for z in self.zones.values():
             c = z.counters
