@@ -312,3 +312,19 @@ def test_replay_reproduces_counts_and_sum(old: list[float], new: list[float]) ->
     assert got.counts == tuple(a - b for a, b in zip(after.counts, before.counts, strict=True))
     assert got.count == len(new)
     assert got.sum == pytest.approx(sum(new), rel=1e-9, abs=1e-9)
+
+
+def test_the_handle_does_not_keep_a_dropped_pool_alive() -> None:
+    import gc
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="short-lived")
+    handle = instrument(pool, provider)
+    assert "db.client.connection.max" in points(reader)
+    del pool
+    gc.collect()
+    assert not handle.active
+    assert "db.client.connection.max" not in points(reader)
+    handle.stop()
+    provider.shutdown()
