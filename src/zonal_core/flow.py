@@ -141,7 +141,8 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                 raise
             t1 = clock.now()
             with lock:
-                rec = state.connected(slot, raw, t1, t1 - t0)
+                rec, retired = state.connected(slot, raw, t1, t1 - t0)
+                closing.extend(retired)
         else:
             assert grant.record is not None
             rec = grant.record

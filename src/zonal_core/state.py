@@ -461,14 +461,20 @@ class PoolState:
 
     # ------------------------------------------------------------------ connect
 
-    def connected(self, slot: Slot, raw: Any, now: float, took: float) -> PooledConnection:
-        """The connect for ``slot`` succeeded; the new connection is lent."""
+    def connected(self, slot: Slot, raw: Any, now: float, took: float
+                  ) -> tuple[PooledConnection, list[PooledConnection]]:
+        """The connect for ``slot`` succeeded; the new connection is lent.
+
+        Also returns what to close: when this connect ended a probation, traffic
+        fails back now and idle connections elsewhere are retired.
+        """
         z = self.zones[slot.endpoint.zone]
         z.opening -= 1
         self.opening_total -= 1
         h = z.health_of(slot.endpoint)
         if h is not None and h.record_success(now, took, self.health, self.config.failback_after):
             self._invalidate_route()
+            self.route(now)
         if h is not None and slot.mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
             h.probe_in_flight = False
         z.counters.connects += 1
@@ -480,7 +486,7 @@ class PoolState:
         self._next_id += 1
         self._lend(z, rec, now)
         self._dispatch(now)  # a zone may just have come back
-        return rec
+        return rec, self._flush()
 
     def connect_failed(self, slot: Slot, now: float, kind: str) -> list[PooledConnection]:
         """The connect for ``slot`` failed. ``kind``: failure, busy, auth or cancelled.
