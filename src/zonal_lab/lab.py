@@ -261,7 +261,7 @@ class Lab:
 
     def __init__(
         self,
-        zones: Iterable[str] = ("a", "b", "c"),
+        zones: Iterable[str] = ("a", "b"),
         *,
         pgbouncer: bool = False,
         server_settings: Mapping[str, object] | None = None,
