@@ -9,9 +9,11 @@ process is stopped, where ``CLOCK_MONOTONIC`` does not), tests drive a
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Clock", "FakeClock", "Jitter", "SystemClock", "boottime_available"]
@@ -55,13 +57,15 @@ class SystemClock:
 
     def __init__(self) -> None:
         clk = getattr(time, "CLOCK_BOOTTIME", None)
-        self.source = "boottime" if clk is not None and boottime_available() else "monotonic"
-        self._clk = clk
+        if clk is not None and boottime_available():
+            self.source = "boottime"
+            self._read: Callable[[], float] = functools.partial(time.clock_gettime, clk)
+        else:
+            self.source = "monotonic"
+            self._read = time.monotonic
 
     def now(self) -> float:
-        if self._clk is not None and self.source == "boottime":
-            return time.clock_gettime(self._clk)
-        return time.monotonic()
+        return self._read()
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
         return event.wait(max(0.0, timeout))

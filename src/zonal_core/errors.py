@@ -70,14 +70,19 @@ class SessionStateError(ZonalError):
         super().__init__(message)
 
 
+class _DriverlessOperationalError(Exception):
+    """QueryTimeout's base where psycopg is not installed."""
+
+
 def _driver_operational_error() -> type[Exception]:
     # QueryTimeout must be the driver's OperationalError so that SQLAlchemy and
     # Django treat it as one (and invalidate that connection). psycopg is the
-    # driver zonal supports first; without it, a plain Exception base still works.
+    # driver zonal supports first; without it, a base of our own keeps the MRO sound
+    # (a bare Exception next to ZonalError would not).
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is in every adapter extra
-        return Exception
+        return _DriverlessOperationalError
     return psycopg.OperationalError
 
 

@@ -61,6 +61,11 @@ class ZonedPool(PoolBase):
         Raises :class:`~zonal_core.errors.PoolTimeout`,
         :class:`~zonal_core.errors.NoHealthyZone` or the driver's auth error.
         """
+        state = self._state
+        with state.lock:
+            rec = state.fast_checkout(self.clock.now())
+        if rec is not None:
+            return rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         gen = checkout_flow(self._state, self.clock, _ThreadWaiter(), t, closing,

@@ -54,6 +54,11 @@ class AsyncZonedPool(PoolBase):
 
     async def getconn(self, timeout: float | None = None) -> PooledConnection:
         """Check a connection out, waiting at most ``timeout`` (default: config's)."""
+        state = self._state
+        with state.lock:
+            rec = state.fast_checkout(self.clock.now())
+        if rec is not None:
+            return rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         waiter = _TaskWaiter()

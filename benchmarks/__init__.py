@@ -1,0 +1,1 @@
+"""Scenario code for ``zonal bench``."""
