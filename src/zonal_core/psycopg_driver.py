@@ -1,0 +1,310 @@
+"""psycopg 3: bounded connects, pings and queries, and the core pool's driver.
+
+libpq waits forever by default, on connect and on queries: against a SIGSTOPped or
+black-holed server a request hangs for good. psycopg drives every operation through
+a generator that it resumes at least every ``interval`` (0.1 s) even when the socket
+is silent; wrapping that generator with a deadline bounds any operation without a
+thread, on psycopg 3.2 and later. :class:`ZonalConnection` does that for every
+statement (``query_timeout``) and for pings; :func:`connect` does it for connects,
+with sub-second precision where libpq's own ``connect_timeout`` rounds up to 2 s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import waiting
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
+
+from zonal_core.config import ZonalConfig
+from zonal_core.drivers import connect_kwargs, keepalive_kwargs, reaper_options
+from zonal_core.errors import QueryTimeout
+from zonal_core.topology import Endpoint
+
+__all__ = [
+    "AsyncZonalConnection",
+    "PsycopgDriver",
+    "ZonalConnection",
+    "bounded_ping",
+    "connect",
+    "connect_async",
+    "server_params",
+]
+
+RV = TypeVar("RV")
+_INTERVAL = 0.1
+# Options of Connection.connect() that are not connection-string parameters.
+_CONNECTION_OPTIONS = ("autocommit", "prepare_threshold", "context", "row_factory",
+                       "cursor_factory")
+
+
+def _bounded(gen: Generator[Any, Any, RV], deadline: float, what: str
+             ) -> Generator[Any, Any, RV]:
+    """Pass ``gen`` through, raising QueryTimeout once ``deadline`` has passed."""
+    try:
+        wait_for = next(gen)
+        while True:
+            if time.monotonic() >= deadline:
+                gen.close()
+                raise QueryTimeout(f"{what} got no answer from the server in time")
+            ready = yield wait_for
+            wait_for = gen.send(ready)
+    except StopIteration as stop:
+        result: RV = stop.value
+        return result
+
+
+class _Bounds:
+    """What bounds a connection's waits: a per-statement timeout, or a one-shot
+    deadline (a ping), and who to tell when one expires."""
+
+    __slots__ = ("deadline", "on_timeout", "query_timeout")
+
+    def __init__(self) -> None:
+        self.query_timeout: float | None = None
+        self.deadline: float | None = None
+        self.on_timeout: Callable[[], None] | None = None
+
+    def limit(self) -> float | None:
+        if self.deadline is not None:
+            return self.deadline
+        if self.query_timeout:
+            return time.monotonic() + self.query_timeout
+        return None
+
+
+class ZonalConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose every wait for the server is bounded.
+
+    A statement that waits longer than ``query_timeout`` raises
+    :class:`~zonal_core.errors.QueryTimeout` (an ``OperationalError``), and the
+    connection is closed: its state is unknown, it must never be reused.
+    """
+
+    _zonal: _Bounds
+
+    @property
+    def zonal(self) -> _Bounds:
+        try:
+            return self._zonal
+        except AttributeError:
+            self._zonal = _Bounds()
+            return self._zonal
+
+    def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
+             **kwargs: Any) -> Any:
+        # (the signature spans psycopg 3.2, without ``timeout``, and 3.3, with it)
+        limit = self.zonal.limit()
+        if limit is None:
+            return super().wait(gen, interval or _INTERVAL, **kwargs)
+        try:
+            return super().wait(_bounded(gen, limit, "the statement"), interval or _INTERVAL,
+                                **kwargs)
+        except QueryTimeout:
+            self.pgconn.finish()  # mid-statement: its state is unknown
+            if self.zonal.on_timeout is not None:
+                self.zonal.on_timeout()
+            raise
+
+
+class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
+    """The asyncio twin of :class:`ZonalConnection`."""
+
+    _zonal: _Bounds
+
+    @property
+    def zonal(self) -> _Bounds:
+        try:
+            return self._zonal
+        except AttributeError:
+            self._zonal = _Bounds()
+            return self._zonal
+
+    async def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
+                   **kwargs: Any) -> Any:
+        limit = self.zonal.limit()
+        if limit is None:
+            return await super().wait(gen, interval or _INTERVAL, **kwargs)
+        try:
+            return await super().wait(_bounded(gen, limit, "the statement"),
+                                      interval or _INTERVAL, **kwargs)
+        except QueryTimeout:
+            self.pgconn.finish()
+            if self.zonal.on_timeout is not None:
+                self.zonal.on_timeout()
+            raise
+
+
+def _split(kwargs: Mapping[str, Any], timeout: float) -> tuple[str, dict[str, Any]]:
+    params = {k: v for k, v in kwargs.items() if k not in _CONNECTION_OPTIONS}
+    # libpq's own bound (whole seconds, at least 2) stays as a backstop.
+    params["connect_timeout"] = max(2, math.ceil(timeout))
+    options = {k: kwargs[k] for k in _CONNECTION_OPTIONS if k in kwargs}
+    return make_conninfo("", **params), options
+
+
+def _finish(conn: Any, options: Mapping[str, Any]) -> None:
+    # What Connection.connect() does after connecting.
+    conn._autocommit = bool(options.get("autocommit", False))
+    if options.get("row_factory"):
+        conn.row_factory = options["row_factory"]
+    if options.get("cursor_factory"):
+        conn.cursor_factory = options["cursor_factory"]
+    if "context" in options and options["context"] is not None:
+        from psycopg.adapt import AdaptersMap
+
+        conn._adapters = AdaptersMap(options["context"].adapters)
+    conn.prepare_threshold = options.get("prepare_threshold", 5)
+
+
+def _timeout_error() -> Exception:
+    return pg_errors.ConnectionTimeout("connection timeout expired")
+
+
+C = TypeVar("C", bound=psycopg.Connection[Any])
+
+
+def connect(kwargs: Mapping[str, Any], timeout: float,
+            cls: type[C] = ZonalConnection) -> C:  # type: ignore[assignment]
+    """Open a psycopg connection within ``timeout`` seconds (sub-second precise).
+
+    ``kwargs`` are ``psycopg.connect()`` keyword arguments for one host.
+    """
+    conninfo, options = _split(kwargs, timeout)
+    deadline = time.monotonic() + timeout
+    gen = cls._connect_gen(conninfo)
+    try:
+        conn = waiting.wait_conn(_bounded(gen, deadline, "connect"), interval=_INTERVAL)
+    except QueryTimeout:
+        raise _timeout_error() from None
+    _finish(conn, options)
+    return conn
+
+
+AC = TypeVar("AC", bound=psycopg.AsyncConnection[Any])
+
+
+async def connect_async(kwargs: Mapping[str, Any], timeout: float,
+                        cls: type[AC] = AsyncZonalConnection,  # type: ignore[assignment]
+                        ) -> AC:
+    """The asyncio twin of :func:`connect`."""
+    conninfo, options = _split(kwargs, timeout)
+    deadline = time.monotonic() + timeout
+    gen = cls._connect_gen(conninfo)
+    try:
+        conn = await waiting.wait_conn_async(_bounded(gen, deadline, "connect"),
+                                             interval=_INTERVAL)
+    except QueryTimeout:
+        raise _timeout_error() from None
+    _finish(conn, options)
+    return conn
+
+
+def bounded_ping(conn: Any, timeout: float, ping: Callable[[], Any]) -> Any:
+    """Run ``ping()`` (which talks over ``conn``) within ``timeout`` seconds.
+
+    A ping past its timeout raises ``TimeoutError`` (a black-holed server);
+    any other failure propagates as it is.
+    """
+    bounds: _Bounds | None = getattr(conn, "zonal", None)
+    if bounds is None:  # not a ZonalConnection: unbounded, as the driver does it
+        return ping()
+    bounds.deadline = time.monotonic() + timeout
+    try:
+        return ping()
+    except QueryTimeout as exc:
+        raise TimeoutError(f"ping gave no answer in {timeout:g}s") from exc
+    finally:
+        bounds.deadline = None
+
+
+def server_params(config: ZonalConfig, endpoint: Endpoint) -> dict[str, Any]:
+    """Connection parameters zonal adds for ``endpoint``: host, port, the zone's
+    own parameters (sslmode...), and the serverless server-side reapers."""
+    params: dict[str, Any] = {"host": endpoint.host, "port": endpoint.port}
+    params.update(endpoint.params)
+    if endpoint.user:
+        params["user"] = endpoint.user
+    if endpoint.password:
+        params["password"] = endpoint.password
+    if config.serverless and not config.pgbouncer:
+        # Ask the server to reap what a frozen instance still holds. PgBouncer
+        # rejects the startup ``options`` parameter, so only on direct connections.
+        idle = max(2 * config.max_idle, config.max_idle + 10)
+        params["options"] = reaper_options(idle, max(idle, 60.0))
+        params.update(keepalive_kwargs())
+    return params
+
+
+class PsycopgDriver:
+    """The :class:`zonal_core.driver.Driver` for psycopg 3 (used by Django and
+    by the core pool directly).
+
+    ``params`` are the ``psycopg.connect()`` keyword arguments common to every zone
+    (dbname, user, password, application_name...).
+    """
+
+    def __init__(self, params: Mapping[str, Any], config: ZonalConfig, *,
+                 on_query_timeout: Callable[[Endpoint], None] | None = None) -> None:
+        self.base = dict(params)
+        self.config = config
+        self.on_query_timeout = on_query_timeout
+        self.base.update(connect_kwargs("psycopg", pgbouncer=config.pgbouncer,
+                                        user_kwargs=self.base))
+
+    def params_for(self, endpoint: Endpoint) -> dict[str, Any]:
+        """The full ``psycopg.connect()`` arguments for ``endpoint``."""
+        params = dict(self.base)
+        params.update(server_params(self.config, endpoint))
+        return params
+
+    def connect(self, endpoint: Endpoint, timeout: float) -> ZonalConnection:
+        conn: ZonalConnection = connect(self.params_for(endpoint), timeout)
+        conn.zonal.query_timeout = self.config.query_timeout
+        if self.on_query_timeout is not None:
+            cb = self.on_query_timeout
+            conn.zonal.on_timeout = lambda: cb(endpoint)
+        try:
+            verify_session_attrs(conn, self.config.target_session_attrs)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def ping(self, conn: ZonalConnection, timeout: float) -> None:
+        bounded_ping(conn, timeout, lambda: conn.execute(""))
+
+    def reset(self, conn: ZonalConnection) -> bool:
+        if conn.closed:
+            return False
+        status = conn.info.transaction_status
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            conn.rollback()
+            status = conn.info.transaction_status
+        return bool(status == TransactionStatus.IDLE)
+
+    def close(self, conn: ZonalConnection) -> None:
+        # psycopg connections are non-blocking: closing never waits on the server.
+        conn.close()
+
+
+def verify_session_attrs(conn: psycopg.Connection[Any], wanted: str) -> None:
+    """Raise ``OperationalError`` unless ``conn`` is ``read-write``/``read-only``
+    as ``target_session_attrs`` asks (checked after connect, as libpq does)."""
+    if wanted == "any":
+        return
+    row = conn.execute("SHOW transaction_read_only").fetchone()
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.rollback()
+    read_only = bool(row and row[0] == "on")
+    if (wanted == "read-write") == read_only:
+        raise psycopg.OperationalError(
+            f"server is {'read-only' if read_only else 'read-write'}, "
+            f"target_session_attrs={wanted!r}")
+
