@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
-from urllib.parse import unquote
 
 from .errors import ZonalConfigError
 from .secrets import redact
-from .topology import Endpoint, Topology, parse_topology
+from .topology import Endpoint, Topology, collect_secrets, parse_topology
 
 __all__ = [
     "DEFAULTS",
@@ -665,12 +664,12 @@ def build_config(
         if not isinstance(env, Mapping):
             raise ZonalConfigError("environ", f"must be a mapping, not {_show(env)}")
         explicit = _explicit_layer(options, kwargs)
-        _collect_secrets(explicit.values, secrets, 0)
+        collect_secrets(explicit.values, secrets)
         layers = [explicit]
         for load in (_file_layer, _env_layer):
             layer = load(env)
             if layer is not None:
-                _collect_secrets(layer.values, secrets, 0)
+                collect_secrets(layer.values, secrets)
                 layers.append(layer)
         return _resolve(layers, env)
     except ZonalConfigError as exc:
@@ -765,35 +764,3 @@ def _flag_of(values: Mapping[str, Any], origin: Mapping[str, str], key: str) -> 
         return _flag(values[key], key)
     except ZonalConfigError as exc:
         raise _located(exc, origin.get(key)) from None
-
-
-_USERINFO_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def _collect_secrets(value: object, out: set[str], depth: int) -> None:
-    """Gather whatever may be a password in raw input, so that errors can redact it."""
-    if depth > 32:
-        return
-    if isinstance(value, str):
-        if "@" in value:
-            userinfo = _USERINFO_SCHEME.sub("", value.rpartition("@")[0])
-            _, colon, password = userinfo.partition(":")
-            if colon and password:
-                out.update((password, unquote(password)))
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(key, str) and "password" in key.lower() and isinstance(item, str):
-                out.add(item)
-            _collect_secrets(key, out, depth + 1)
-            _collect_secrets(item, out, depth + 1)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _collect_secrets(item, out, depth + 1)
-    elif isinstance(value, Topology):
-        for zone in value.zones:
-            for ep in (*zone.endpoints, zone.direct):
-                _collect_secrets(ep, out, depth + 1)
-    elif isinstance(value, Endpoint):
-        if value.password:
-            out.add(value.password)
-        _collect_secrets(dict(value.params), out, depth + 1)

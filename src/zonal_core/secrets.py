@@ -12,6 +12,7 @@ None of them raises, whatever the input.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -94,7 +95,10 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
         if not isinstance(secret, str) or not secret:
             continue
         forms.add(secret)
-        forms.add(quote(secret, safe=""))
+        # Lone surrogates (env values decoded with surrogateescape) cannot be
+        # percent-encoded, and no URL can hold them anyway.
+        with contextlib.suppress(UnicodeEncodeError):
+            forms.add(quote(secret, safe=""))
     for form in sorted(forms, key=len, reverse=True):
         out = out.replace(form, MASK)
     return out

@@ -16,6 +16,7 @@ place (``zones['b'][1]``) and the fix; no message, repr or str holds a password.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -27,9 +28,17 @@ from typing import Any
 from urllib.parse import unquote
 
 from .errors import ZonalConfigError
-from .secrets import MASK
+from .secrets import MASK, redact
 
-__all__ = ["DEFAULT_PORT", "Endpoint", "Params", "Topology", "Zone"]
+__all__ = [
+    "DEFAULT_PORT",
+    "Endpoint",
+    "Params",
+    "Topology",
+    "Zone",
+    "collect_secrets",
+    "parse_topology",
+]
 
 DEFAULT_PORT = 5432
 """The port of an endpoint written without one."""
@@ -484,8 +493,65 @@ def parse_topology(value: object, *, field: str = "zones", version: object = Non
     """:meth:`Topology.parse` with the field path of the error messages.
 
     ``field`` prefixes every path (``zones['b'][1]``); ``version`` is used when the
-    value carries none.
+    value carries none. Errors are redacted of every password found in ``value``.
     """
+    try:
+        return _parse_topology(value, field, version)
+    except ZonalConfigError as exc:
+        secrets: set[str] = set()
+        collect_secrets(value, secrets)
+        if not secrets:
+            raise
+        raise ZonalConfigError(
+            redact(exc.field, secrets),
+            redact(exc.problem, secrets),
+            fix=redact(exc.fix, secrets) if exc.fix else None,
+        ) from None
+
+
+_USERINFO_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def collect_secrets(value: object, out: set[str], _depth: int = 0) -> None:
+    """Add to ``out`` whatever in raw config input may be a password.
+
+    The password part of every ``user:password@`` string (and its percent-decoded
+    form), every string under a key naming a password, and the passwords of
+    :class:`Endpoint`, :class:`Zone` and :class:`Topology` values, at any depth. Used
+    to redact error messages about input that could not be parsed.
+    """
+    if _depth > 32:
+        return
+    deeper = _depth + 1
+    if isinstance(value, str):
+        if value.lstrip().startswith(("{", "[")) and _depth == 0:
+            with contextlib.suppress(ValueError, RecursionError):  # JSON form: look inside
+                collect_secrets(json.loads(value), out, deeper)
+        if "@" in value:
+            userinfo = _USERINFO_SCHEME.sub("", value.rpartition("@")[0])
+            _, colon, password = userinfo.partition(":")
+            if colon and password:
+                out.update((password, unquote(password)))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and _is_secret_key(key) and isinstance(item, str):
+                out.add(item)
+            collect_secrets(key, out, deeper)
+            collect_secrets(item, out, deeper)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            collect_secrets(item, out, deeper)
+    elif isinstance(value, Topology):
+        collect_secrets(value.zones, out, deeper)
+    elif isinstance(value, Zone):
+        collect_secrets((*value.endpoints, value.direct), out, deeper)
+    elif isinstance(value, Endpoint):
+        if value.password:
+            out.add(value.password)
+        collect_secrets(dict(value.params), out, deeper)
+
+
+def _parse_topology(value: object, field: str, version: object) -> Topology:
     if isinstance(value, Topology):
         if version is not None and value.version is None:
             return dataclasses.replace(value, version=_check_version(version, "version"))
@@ -506,7 +572,7 @@ def parse_topology(value: object, *, field: str = "zones", version: object = Non
     ):
         # The file format; its own version wins over the caller's fallback.
         own = value.get("version")
-        return parse_topology(inner, field=field, version=own if own is not None else version)
+        return _parse_topology(inner, field, own if own is not None else version)
     return _parse_zones(value, field, version)
 
 
@@ -519,7 +585,7 @@ def _parse_text(text: str, field: str, version: object) -> Topology:
             where = getattr(exc, "lineno", None)
             at = f" at line {where}, column {getattr(exc, 'colno', '?')}" if where else ""
             raise ZonalConfigError(field, f"is not valid JSON{at}") from None
-        return parse_topology(data, field=field, version=version)
+        return _parse_topology(data, field, version)
     ep = _parse_endpoint("default", stripped, 0, field, _NO_PARAMS)
     return Topology((Zone("default", (ep,)),), _check_version(version, "version"))
 

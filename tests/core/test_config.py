@@ -553,7 +553,7 @@ _scalars = (
     | st.booleans()
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
+    | st.text(st.characters(), max_size=20)  # lone surrogates included, as in os.environ
     | st.sampled_from(
         [
             "h:1",
@@ -635,3 +635,12 @@ def test_fuzz_valid_topologies_round_trip(zones: dict[str, list[str]]) -> None:
     assert c.topology.names == tuple(zones)
     assert [len(v) for v in c.zones.values()] == [len(v) for v in zones.values()]
     assert build_config(c.as_dict(), environ={}) == c
+
+
+def test_surrogates_from_the_environment() -> None:
+    # Undecodable env bytes arrive as lone surrogates (surrogateescape).
+    env = {ENV_TOPOLOGY: json.dumps({"zones": {"a": "app:\udcffpw@h:1"}}), ENV_LOCAL_ZONE: "\udcff"}
+    with pytest.raises(ZonalConfigError) as info:
+        build_config(environ=env)
+    assert info.value.field == "local_zone"
+    assert "\udcffpw" not in str(info.value)

@@ -87,3 +87,8 @@ def test_never_raises_and_never_leaks(text: str, secrets: list[str]) -> None:
     for secret in secrets:
         if secret:
             assert secret not in out
+
+
+def test_redact_lone_surrogates() -> None:
+    # os.environ decodes undecodable bytes to lone surrogates.
+    assert redact("x\udcff y", ["\udcff"]) == f"x{MASK} y"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zonal_core.errors import ZonalConfigError
 from zonal_core.topology import DEFAULT_PORT, Endpoint, Params, Topology, Zone
@@ -343,3 +346,52 @@ def test_direct_construction_is_checked() -> None:
         Topology((z, z))
     with pytest.raises(ZonalConfigError, match="also an endpoint of zone 'a'"):
         Topology((z, Zone("b", (Endpoint("b", "h", 1),))))
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=30)
+    | st.sampled_from(["h:1", "[::1]", f"u:{SECRET}@h:0", f"postgresql://u:{SECRET}@h,x/db"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["a", "zones", "version", "endpoints", "priority", "direct", "params"])
+            | st.sampled_from(["host", "port", "user", "password"])
+            | st.text(max_size=6),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values | st.text())
+def test_fuzz_parse_raises_only_config_errors(value: Any) -> None:
+    try:
+        topo = Topology.parse(value)
+    except ZonalConfigError as exc:
+        assert exc.field.startswith(("zones", "version"))
+        assert f"u:{SECRET}" not in str(exc)
+        return
+    assert topo.endpoints
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {f"app:{SECRET}@h": "h:1"},
+        {"a": "h:1", f"x:{SECRET}@": "h:2"},
+        json.dumps({f"app:{SECRET}@h": "h:1"}),
+        {"a": {"endpoints": ["h"], f"u:{SECRET}@h": 1}},
+        {"a": {"host": "h", "password": SECRET, "params": {f"x:{SECRET}@": "1"}}},
+    ],
+)
+def test_parse_errors_redact_passwords_found_in_the_input(value: Any) -> None:
+    with pytest.raises(ZonalConfigError) as info:
+        Topology.parse(value)
+    assert SECRET not in str(info.value)
