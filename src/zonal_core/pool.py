@@ -24,6 +24,7 @@ from zonal_core.driver import Driver
 from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
 from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
+from zonal_core.topology import Endpoint
 
 __all__ = ["ZonedPool"]
 
@@ -68,7 +69,7 @@ class ZonedPool(PoolBase):
             return rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
-        gen = checkout_flow(self._state, self.clock, _ThreadWaiter(), t, closing,
+        gen = checkout_flow(self._state, self.clock, self._new_waiter(), t, closing,
                             backoff=self.backoff, secrets=self._secrets)
         try:
             return self._run(gen, closing)
@@ -94,14 +95,26 @@ class ZonedPool(PoolBase):
 
     def _perform(self, action: Action) -> Any:
         if isinstance(action, Wait):
-            assert isinstance(action.waiter, _ThreadWaiter)
-            return self.clock.wait(action.waiter.event, action.timeout)
+            return self._wait(action.waiter, action.timeout)
         if isinstance(action, Connect):
             return self.driver.connect(action.endpoint, action.timeout)
         if isinstance(action, Ping):
             return self.driver.ping(action.raw, action.timeout)
         assert isinstance(action, Sleep)
-        return self.clock.sleep(action.seconds)
+        return self._sleep(action.seconds)
+
+    # How this pool waits; a subclass running in greenlets (SQLAlchemy's asyncio
+    # engines) waits on the event loop instead of blocking the thread.
+
+    def _new_waiter(self) -> Waiter:
+        return _ThreadWaiter()
+
+    def _wait(self, waiter: Waiter, timeout: float) -> bool:
+        assert isinstance(waiter, _ThreadWaiter)
+        return self.clock.wait(waiter.event, timeout)
+
+    def _sleep(self, seconds: float) -> None:
+        self.clock.sleep(seconds)
 
     def putconn(self, rec: PooledConnection, *, reset: bool = True,
                 discard: str | None = None) -> None:
@@ -123,10 +136,18 @@ class ZonedPool(PoolBase):
             closing = self._discard_plan(rec, exc)
         self._close_all(closing)
 
-    def record_failure(self, rec: PooledConnection) -> None:
-        """Count a failure (a query timeout) against ``rec``'s endpoint."""
+    def record_failure(self, target: PooledConnection | Endpoint) -> None:
+        """Count a failure (a query timeout) against an endpoint (or ``rec``'s)."""
+        ep = target.endpoint if isinstance(target, PooledConnection) else target
         with self._state.lock:
-            closing = self._state.endpoint_failed(rec.endpoint, self.clock.now())
+            closing = self._state.endpoint_failed(ep, self.clock.now())
+        self._close_all(closing)
+
+    def invalidate_zone(self, zone: str) -> None:
+        """A disconnect in ``zone``: close its idle connections opened until now and
+        retire its borrowed ones at checkin. Other zones are untouched."""
+        with self._state.lock:
+            closing = self._state.invalidate_zone(zone, self.clock.now())
         self._close_all(closing)
 
     @contextmanager

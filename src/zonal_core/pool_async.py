@@ -19,6 +19,7 @@ from zonal_core.driver import AsyncDriver
 from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
 from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
+from zonal_core.topology import Endpoint
 
 __all__ = ["AsyncZonedPool"]
 
@@ -129,10 +130,11 @@ class AsyncZonedPool(PoolBase):
             closing = self._discard_plan(rec, exc)
         await self._close_all(closing)
 
-    async def record_failure(self, rec: PooledConnection) -> None:
-        """Count a failure (a query timeout) against ``rec``'s endpoint."""
+    async def record_failure(self, target: PooledConnection | Endpoint) -> None:
+        """Count a failure (a query timeout) against an endpoint (or ``rec``'s)."""
+        ep = target.endpoint if isinstance(target, PooledConnection) else target
         with self._state.lock:
-            closing = self._state.endpoint_failed(rec.endpoint, self.clock.now())
+            closing = self._state.endpoint_failed(ep, self.clock.now())
         await self._close_all(closing)
 
     @asynccontextmanager

@@ -1,0 +1,193 @@
+"""Opening one connection to one endpoint, for SQLAlchemy engines.
+
+The pool never sees the URL's connect arguments: ``create_engine`` keeps them in the
+``connect()`` function it passes as the pool's creator, and runs the dialect's
+``do_connect`` listeners with them for every new connection. zonal listens there:
+the pool names the endpoint (per thread, just before the connection record
+connects), and the listener opens that endpoint with the URL's arguments plus
+zonal's (host and port, the zone's own parameters, PgBouncer-safe driver settings,
+bounded timeouts).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import event
+
+from zonal_core.config import ZonalConfig
+from zonal_core.drivers import connect_kwargs
+from zonal_core.errors import ZonalConfigError
+from zonal_core.topology import Endpoint
+
+if TYPE_CHECKING:
+    from zonal_sqlalchemy.pool import ZonalPool
+
+__all__ = ["Target", "current_target", "engine_connect_args", "install", "targeting"]
+
+
+class Target:
+    """Which pool opens which endpoint, within how long."""
+
+    __slots__ = ("endpoint", "pool", "timeout")
+
+    def __init__(self, pool: ZonalPool, endpoint: Endpoint, timeout: float) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+
+_local = threading.local()
+
+
+def current_target() -> Target | None:
+    """The endpoint this thread is opening a connection to, if any."""
+    t: Target | None = getattr(_local, "target", None)
+    return t
+
+
+class targeting:  # noqa: N801 - used as a context manager, like a function
+    """Name the endpoint for the connection record created inside the block."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.previous: Target | None = None
+
+    def __enter__(self) -> Target:
+        self.previous = current_target()
+        _local.target = self.target
+        return self.target
+
+    def __exit__(self, *exc: object) -> None:
+        _local.target = self.previous
+
+
+def engine_connect_args(creator: Callable[..., Any]) -> dict[str, Any] | None:
+    """The URL's connect arguments, read from ``create_engine``'s connect function.
+
+    None when ``creator`` is not that function (a user's own ``creator=``, or a
+    pool built directly).
+    """
+    code = getattr(creator, "__code__", None)
+    closure = getattr(creator, "__closure__", None)
+    if code is None or not closure:
+        return None
+    cells = dict(zip(code.co_freevars, closure, strict=False))
+    cell = cells.get("cparams")
+    if cell is None:
+        return None
+    try:
+        return dict(cell.cell_contents)
+    except (ValueError, TypeError):  # pragma: no cover - an empty cell
+        return None
+
+
+def url_endpoint(cparams: MutableMapping[str, Any]) -> str | None:
+    """``host:port`` of the URL, when it names a host."""
+    host = cparams.get("host")
+    if not host:
+        return None
+    if isinstance(host, list | tuple):
+        host = ",".join(map(str, host))
+    port = cparams.get("port")
+    if isinstance(port, list | tuple):
+        port = ",".join(map(str, port))
+    host = str(host)
+    if "," in host:
+        return host  # multi-host: reported as a conflict by the caller
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port else shown
+
+
+def check_connect_args(cparams: MutableMapping[str, Any], config: ZonalConfig,
+                       driver: Driver) -> None:
+    """Conflicts between the URL / ``connect_args`` and zonal's settings are errors."""
+    ct = cparams.get("connect_timeout", cparams.get("timeout") if driver == "asyncpg" else None)
+    if ct is not None:
+        try:
+            same = float(ct) == float(config.connect_timeout)
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise ZonalConfigError(
+                "connect_timeout",
+                f"the URL or connect_args say connect_timeout={ct!r} but zonal's is "
+                f"{config.connect_timeout:g}; zonal bounds every attempt itself",
+                fix=f"drop it from the URL/connect_args and pass connect_timeout={ct} "
+                    "to create_engine",
+            )
+    if driver != "other":
+        # raises ZonalConfigError for prepare_threshold conflicts and strings
+        connect_kwargs(driver, pgbouncer=config.pgbouncer, user_kwargs=cparams)
+
+
+Driver = Literal["psycopg", "asyncpg", "other"]
+
+
+def driver_of(dialect: Any) -> Driver:
+    """``psycopg``, ``asyncpg``, or ``other`` (host and port only)."""
+    name = str(getattr(dialect, "driver", ""))
+    if name.startswith("psycopg") and name != "psycopg2":
+        return "psycopg"
+    if name == "asyncpg":
+        return "asyncpg"
+    return "other"
+
+
+def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
+                cparams: dict[str, Any]) -> Any:
+    target = current_target()
+    if target is None or target.pool._dialect is not dialect:
+        return None  # not a connection zonal is opening
+    from zonal_core.psycopg_driver import server_params
+
+    config = target.pool.config
+    ep, timeout = target.endpoint, target.timeout
+    driver = driver_of(dialect)
+    for key in ("host", "hostaddr", "port", "connect_timeout"):
+        cparams.pop(key, None)
+    cparams.update(server_params(config, ep))
+    if driver != "other":
+        cparams.update(connect_kwargs(driver, pgbouncer=config.pgbouncer, user_kwargs=cparams))
+    pool = target.pool
+    if driver == "psycopg":
+        from zonal_core import psycopg_driver as pd
+
+        def arm(conn: Any) -> Any:
+            conn.zonal.query_timeout = config.query_timeout
+            conn.zonal.on_timeout = lambda: pool.core.record_failure(ep)
+            return conn
+
+        if dialect.is_async:
+            async def creator(*args: Any, **kw: Any) -> Any:
+                aconn: pd.AsyncZonalConnection = await pd.connect_async(kw, timeout)
+                return arm(aconn)
+
+            cparams["async_creator_fn"] = creator
+            return None  # the dialect wraps it in its asyncio adapter
+        conn: pd.ZonalConnection = arm(pd.connect(cparams, timeout))
+        try:
+            pd.verify_session_attrs(conn, config.target_session_attrs)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    if driver == "asyncpg":
+        cparams.pop("options", None)  # libpq-only; asyncpg takes server_settings
+        for k in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"):
+            cparams.pop(k, None)
+        cparams["timeout"] = timeout
+        if config.query_timeout:
+            cparams["command_timeout"] = config.query_timeout
+        return None
+    return None
+
+
+def install(dialect: Any) -> None:
+    """Listen on ``dialect``'s ``do_connect`` once (pools come and go; it stays)."""
+    if getattr(dialect, "_zonal_listening", False):
+        return
+    event.listen(dialect, "do_connect", _do_connect)
+    dialect._zonal_listening = True

@@ -1,0 +1,338 @@
+"""``ZonalPool`` and ``ZonalAsyncPool``: SQLAlchemy pools over zonal's zoned pool.
+
+SQLAlchemy keeps what it owns — connection records, the fairy, reset on return,
+pool events, ``engine.dispose()`` — and zonal decides which connection a checkout
+gets: routing, health, lifetime with jitter, idle reaping on the caller's path,
+pre-ping with a bypass window, per-zone stats.
+
+>>> from sqlalchemy import create_engine
+>>> engine = create_engine(
+...     "postgresql+psycopg://app:secret@/appdb", poolclass=ZonalPool,
+...     zones={"eu-west-1a": "10.0.1.5:6432", "eu-west-1b": "10.0.2.5:6432"},
+...     local_zone="eu-west-1a", pool_size=5, pool_timeout=5, pool_pre_ping=True)
+>>> engine.pool.config.pre_ping, engine.pool.config.timeout
+(True, 5.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.pool import Pool
+from sqlalchemy.pool.base import _ConnectionRecord
+from sqlalchemy.util import await_only
+
+from zonal_core import errors as core_errors
+from zonal_core.clock import Clock
+from zonal_core.config import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ZonalConfig, build_config
+from zonal_core.errors import ZonalConfigError
+from zonal_core.pool import ZonedPool
+from zonal_core.psycopg_driver import bounded_ping
+from zonal_core.state import PooledConnection, Waiter
+from zonal_core.stats import PoolStats
+from zonal_core.topology import Endpoint
+from zonal_sqlalchemy import connect as zconnect
+from zonal_sqlalchemy.errors import PoolTimeout
+
+__all__ = ["ZonalAsyncPool", "ZonalPool"]
+
+# The options of DESIGN's table, as ZonalPool's own keyword arguments.
+_OPTION_NAMES = (
+    "zones", "local_zone", "pool_size", "max_total", "timeout", "connect_timeout",
+    "max_lifetime", "max_idle", "min_idle", "pre_ping", "ping_bypass", "ping_timeout",
+    "query_timeout", "pgbouncer", "session_state", "serverless", "failback_after",
+    "spillover", "target_session_attrs", "topology", "version", "name",
+)
+
+
+class _RecordDriver:
+    """The core pool's driver: its connections are SQLAlchemy connection records.
+
+    Creating a ``_ConnectionRecord`` connects (through the creator, or the
+    dialect's ``do_connect`` listener) and fires SQLAlchemy's ``connect`` events.
+    """
+
+    def __init__(self, pool: ZonalPool) -> None:
+        self.pool = pool
+
+    def connect(self, endpoint: Endpoint, timeout: float) -> _ConnectionRecord:
+        with zconnect.targeting(zconnect.Target(self.pool, endpoint, timeout)):
+            return _ConnectionRecord(self.pool)
+
+    def ping(self, rec: _ConnectionRecord, timeout: float) -> None:
+        dbapi = rec.dbapi_connection
+        if dbapi is None:
+            raise core_errors.ZonalError("connection was invalidated")
+        dialect: Any = self.pool._dialect
+        bounded_ping(rec.driver_connection, timeout, lambda: dialect.do_ping(dbapi))
+
+    def reset(self, rec: _ConnectionRecord) -> bool:
+        return True  # SQLAlchemy resets on return itself (pool_reset_on_return)
+
+    def close(self, rec: _ConnectionRecord) -> None:
+        rec.close()  # fires the "close" event
+
+
+class _GreenletZonedPool(ZonedPool):
+    """The core pool run from SQLAlchemy's asyncio engines: the pool code runs in a
+    greenlet on the event loop, so waiting awaits instead of blocking the thread."""
+
+    def _new_waiter(self) -> Waiter:
+        from zonal_core.pool_async import _TaskWaiter
+
+        return _TaskWaiter()
+
+    def _wait(self, waiter: Waiter, timeout: float) -> bool:
+        from zonal_core.pool_async import _TaskWaiter
+
+        assert isinstance(waiter, _TaskWaiter)
+        fut = waiter.future
+        try:
+            await_only(asyncio.wait_for(asyncio.shield(fut), timeout))
+        except TimeoutError:
+            return False
+        finally:
+            if fut.done():
+                waiter.future = waiter.loop.create_future()
+        return True
+
+    def _sleep(self, seconds: float) -> None:
+        await_only(asyncio.sleep(seconds))
+
+
+class ZonalPool(Pool):
+    """A SQLAlchemy pool with per-zone pools, failover and failback, PgBouncer
+    safety, jittered lifetimes and freeze-proof idle reaping.
+
+    Every option of zonal's configuration table is a keyword argument, to
+    ``create_engine(..., poolclass=ZonalPool, ...)`` or to ``ZonalPool(creator,
+    ...)``; SQLAlchemy's own ``pool_timeout``, ``pool_recycle`` (max lifetime) and
+    ``pool_pre_ping`` map onto ``timeout``, ``max_lifetime`` and ``pre_ping``.
+
+    Built directly, ``creator(endpoint)`` is called with the endpoint to open
+    (``.zone``, ``.host``, ``.port``); a creator that takes no argument serves
+    every zone.
+    """
+
+    _is_asyncio = False
+    _core_class: type[ZonedPool] = ZonedPool
+
+    def __init__(
+        self,
+        creator: Callable[..., Any],
+        zones: Any = None,
+        local_zone: str | None = None,
+        pool_size: int | None = None,
+        max_total: int | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        min_idle: int | None = None,
+        pre_ping: bool | None = None,
+        ping_bypass: float | None = None,
+        ping_timeout: float | None = None,
+        query_timeout: float | None = None,
+        pgbouncer: Any = None,
+        session_state: str | None = None,
+        serverless: bool | None = None,
+        failback_after: float | None = None,
+        spillover: bool | None = None,
+        target_session_attrs: str | None = None,
+        topology: Any = None,
+        version: str | None = None,
+        name: str | None = None,
+        recycle: float | None = None,
+        max_overflow: int | None = None,
+        use_lifo: bool | None = None,
+        echo: Any = None,
+        logging_name: str | None = None,
+        reset_on_return: Any = True,
+        events: Any = None,
+        dialect: Any = None,
+        clock: Clock | None = None,
+        _dispatch: Any = None,
+        _zonal_config: ZonalConfig | None = None,
+    ) -> None:
+        super().__init__(creator, recycle=-1, echo=echo, logging_name=logging_name,
+                         reset_on_return=reset_on_return, events=events,
+                         dialect=dialect, pre_ping=False, _dispatch=_dispatch)
+        cparams = zconnect.engine_connect_args(creator)
+        self._engine_connect = cparams is not None
+        if _zonal_config is None:
+            values = dict(locals())
+            options = {k: values[k] for k in _OPTION_NAMES if values[k] is not None}
+            _zonal_config = _build(options, recycle=recycle, max_overflow=max_overflow,
+                                   use_lifo=use_lifo, cparams=cparams)
+        if cparams is not None and dialect is not None:
+            zconnect.check_connect_args(dict(cparams), _zonal_config,
+                                        zconnect.driver_of(dialect))
+        self._clock = clock
+        self._core = self._core_class(_RecordDriver(self), _zonal_config, clock=clock)
+        if dialect is not None and hasattr(dialect, "dispatch"):
+            zconnect.install(dialect)
+            if _zonal_config.pgbouncer:
+                from zonal_sqlalchemy.statements import install as install_rules
+
+                install_rules(dialect)
+
+    # -- what SQLAlchemy calls ------------------------------------------------
+
+    def _should_wrap_creator(self, creator: Callable[..., Any]) -> Callable[[Any], Any]:
+        wrapped = super()._should_wrap_creator(creator)
+        if zconnect.engine_connect_args(creator) is not None:
+            return wrapped  # create_engine's connect(): do_connect routes it
+        takes_endpoint = wrapped is creator  # a one-argument creator
+
+        def invoke(rec: Any) -> Any:
+            target = zconnect.current_target()
+            if takes_endpoint:
+                if target is None:
+                    raise core_errors.ZonalError("a zonal creator needs an endpoint")
+                return creator(target.endpoint)
+            return wrapped(rec)
+
+        return invoke
+
+    def _do_get(self) -> _ConnectionRecord:
+        try:
+            pooled = self._core.getconn()
+        except core_errors.PoolTimeout as exc:
+            raise PoolTimeout(str(exc)) from None
+        rec: _ConnectionRecord = pooled.raw
+        rec._zonal_pooled = pooled  # type: ignore[attr-defined]
+        return rec
+
+    def _do_return_conn(self, record: Any) -> None:
+        pooled: PooledConnection | None = getattr(record, "_zonal_pooled", None)
+        if pooled is None:  # pragma: no cover - not one of ours
+            record.close()
+            return
+        if record.dbapi_connection is None or record._is_hard_or_soft_invalidated():
+            self._core.putconn(pooled, reset=False, discard="invalidated")
+        else:
+            self._core.putconn(pooled, reset=False)
+
+    def _invalidate(self, connection: Any, exception: BaseException | None = None,
+                    _checkin: bool = True) -> None:
+        # SQLAlchemy marks the whole pool invalid on a disconnect; zonal only the
+        # zone of that connection: the others did not lose their server.
+        rec = getattr(connection, "_connection_record", None)
+        pooled = getattr(rec, "_zonal_pooled", None)
+        if pooled is not None:
+            # (a QueryTimeout was already counted against its endpoint by the
+            # connection itself when it expired)
+            self._core.invalidate_zone(pooled.zone)
+        if _checkin and getattr(connection, "is_valid", False):
+            connection.invalidate(exception)
+
+    def recreate(self) -> ZonalPool:
+        """A new pool of the same configuration (``engine.dispose()`` calls it)."""
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator,
+            recycle=None,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+            clock=self._clock,
+            _zonal_config=self._core.config,
+        )
+
+    def dispose(self) -> None:
+        """Close idle connections now; borrowed ones close when checked in."""
+        self._core.close()
+        self.logger.info("Pool disposed. %s", self.status())
+
+    def status(self) -> str:
+        s = self._core.stats()
+        zones = "; ".join(
+            f"{z.zone}: open {z.open}/{z.max} idle {z.idle} in use {z.in_use}"
+            f"{' (ejected)' if z.state == 'ejected' else ''}" for z in s.zones.values())
+        return f"ZonalPool {s.name!r} local={s.local_zone} waiting={s.waiting} | {zones}"
+
+    # QueuePool's introspection, which dashboards and tests call.
+    def size(self) -> int:
+        return self._core.config.pool_size
+
+    def checkedin(self) -> int:
+        return self._core.stats().idle
+
+    def checkedout(self) -> int:
+        return self._core.stats().in_use
+
+    def overflow(self) -> int:
+        return 0
+
+    def timeout(self) -> float:
+        return self._core.config.timeout
+
+    # -- zonal's own ------------------------------------------------------------
+
+    @property
+    def core(self) -> ZonedPool:
+        """The zoned pool underneath."""
+        return self._core
+
+    @property
+    def config(self) -> ZonalConfig:
+        """The validated configuration (frozen; its repr masks secrets)."""
+        return self._core.config
+
+    def stats(self) -> PoolStats:
+        """A snapshot per zone (see :class:`zonal_core.stats.PoolStats`)."""
+        return self._core.stats()
+
+    def trim(self, min_idle: int | None = None) -> int:
+        """Close idle connections down to ``min_idle`` per zone before returning
+        (what the request middleware calls in serverless mode)."""
+        return self._core.trim(min_idle)
+
+    def reconfigure(self, **options: Any) -> None:
+        """Adopt new options (zones, sizes...) without dropping borrowed connections."""
+        self._core.reconfigure(self._core.config, **options)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status()}>"
+
+
+class ZonalAsyncPool(ZonalPool):
+    """:class:`ZonalPool` for ``create_async_engine`` (psycopg async, asyncpg)."""
+
+    _is_asyncio = True
+    _core_class = _GreenletZonedPool
+
+
+def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int | None,
+           use_lifo: bool | None, cparams: dict[str, Any] | None) -> ZonalConfig:
+    if recycle is not None and recycle != -1:
+        if "max_lifetime" in options and options["max_lifetime"] != recycle:
+            raise ZonalConfigError("pool_recycle", "pool_recycle and max_lifetime disagree",
+                                   fix="pass only one of them")
+        options["max_lifetime"] = recycle
+    if max_overflow is not None:
+        raise ZonalConfigError(
+            "max_overflow", "zonal has no overflow: pool_size is the most open connections "
+            "per zone, max_total across zones", fix="drop max_overflow; set pool_size/max_total")
+    if use_lifo is False:
+        raise ZonalConfigError("pool_use_lifo", "zonal always hands out the most recently "
+                               "used connection (LIFO) so the others age out",
+                               fix="drop pool_use_lifo")
+    url_host = zconnect.url_endpoint(cparams) if cparams else None
+    has_topology = bool(options.get("zones") or options.get("topology")
+                        or os.environ.get(ENV_TOPOLOGY) or os.environ.get(ENV_TOPOLOGY_FILE))
+    if url_host and has_topology:
+        raise ZonalConfigError(
+            "zones", f"the URL names a host ({url_host}) and zones are given too",
+            fix="drop the host from the URL: postgresql+psycopg://user:password@/dbname")
+    if url_host and not has_topology:
+        if "," in url_host:
+            raise ZonalConfigError("zones", "a multi-host URL is not a topology",
+                                   fix="give each host its zone: zones={'a': 'h1:5432', ...}")
+        options["zones"] = {"default": url_host}
+    return build_config(options)

@@ -1,0 +1,60 @@
+"""PgBouncer transaction mode: the session-state rule on every statement.
+
+Listens on the dialect's ``do_execute`` family (the pool has no engine to listen
+on, the dialect it is given is the engine's), so the rule applies to Core, the
+ORM and ``exec_driver_sql`` alike, before the statement reaches the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+
+from zonal_core.errors import SessionStateError
+from zonal_core.pgbouncer import check
+
+__all__ = ["install"]
+
+
+def _policy(context: Any) -> str | None:
+    conn = getattr(context, "root_connection", None)
+    pool = getattr(getattr(conn, "engine", None), "pool", None)
+    config = getattr(pool, "config", None)
+    if config is None or config.pgbouncer != "transaction":
+        return None
+    policy: str = config.session_state
+    return policy
+
+
+def _check(statement: str, context: Any) -> None:
+    policy = _policy(context)
+    if policy is None:
+        return
+    if context is not None and context.execution_options.get("stream_results"):
+        conn = context.root_connection
+        if not conn.in_transaction() or conn.get_isolation_level() == "AUTOCOMMIT":
+            raise SessionStateError(
+                "stream_results outside a transaction needs a cursor WITH HOLD, which "
+                "PgBouncer transaction mode hands to other clients; run it inside a "
+                "transaction (engine.begin() / Session) or use a direct connection",
+                statement=statement[:80], safe_form="inside a transaction")
+    check(statement, policy)  # type: ignore[arg-type]
+
+
+def _on_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
+    _check(statement, context)
+
+
+def _on_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
+    _check(statement, context)
+
+
+def install(dialect: Any) -> None:
+    """Apply the rule to everything ``dialect`` executes (once per dialect)."""
+    if getattr(dialect, "_zonal_rules", False):
+        return
+    event.listen(dialect, "do_execute", _on_execute)
+    event.listen(dialect, "do_executemany", _on_execute)
+    event.listen(dialect, "do_execute_no_params", _on_execute_no_params)
+    dialect._zonal_rules = True
