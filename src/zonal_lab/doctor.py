@@ -324,7 +324,8 @@ def _check_headroom(server: ServerFacts, via_pgbouncer: bool) -> Finding:
         reserved_text += f" and {res} for pg_use_reserved_connections"
     message = (
         f"max_connections {max_conn}: {reserved_text}, {available} for everyone else; "
-        f"{used} client connections now ({share:.0%}), {max(available - used, 0)} free"
+        f"{used} client connection{'' if used == 1 else 's'} now ({share:.0%}), "
+        f"{max(available - used, 0)} free"
     )
     who = "PgBouncer's server pools and other clients" if via_pgbouncer else "the pools"
     if share >= HEADROOM_PROBLEM:
@@ -364,7 +365,7 @@ def _check_capacity(server: ServerFacts, plan: Plan) -> Finding:
     if need > available:
         fit = available // plan.instances if plan.instances else 0
         fix = (
-            f"pool_size={fit} or less"
+            f"pool_size={fit} at most"
             if fit >= 1
             else "PgBouncer in transaction mode in front"
         )

@@ -87,7 +87,7 @@ def test_capacity_problem_names_the_pool_size_that_fits() -> None:
     assert cap.level == "problem"
     assert "10 instances x pool_size 5 (zonal's default) = 50" in cap.message
     assert "17 available" in cap.message
-    assert "pool_size=1 or less" in cap.advice
+    assert "pool_size=1 at most" in cap.advice
     assert "zonal size --db-max-connections 20 --instances 10 --reserved 3" in cap.advice
     assert exit_code(report) == 2
     pool = next(r for r in report.recommendations if r.option == "pool_size")
