@@ -216,12 +216,16 @@ def bounded_ping(conn: Any, timeout: float, ping: Callable[[], Any]) -> Any:
     if bounds is None:  # not a ZonalConnection: unbounded, as the driver does it
         return ping()
     bounds.deadline = time.monotonic() + timeout
+    # The pool counts a timed-out ping against the endpoint itself: the
+    # connection's own query-timeout hook must not count it a second time.
+    hook, bounds.on_timeout = bounds.on_timeout, None
     try:
         return ping()
     except QueryTimeout as exc:
         raise TimeoutError(f"ping gave no answer in {timeout:g}s") from exc
     finally:
         bounds.deadline = None
+        bounds.on_timeout = hook
 
 
 def server_params(config: ZonalConfig, endpoint: Endpoint) -> dict[str, Any]:

@@ -51,15 +51,20 @@ class ZonalPlugin(CreateEnginePlugin):
         if "poolclass" in kwargs and not issubclass(kwargs["poolclass"], ZonalPool):
             raise ZonalConfigError("poolclass", f"?plugin=zonal with poolclass="
                                    f"{kwargs['poolclass'].__name__}", fix="drop poolclass")
+        # create_engine reserves ``timeout`` and ``pre_ping`` for its own
+        # pool_timeout / pool_pre_ping; through the plugin zonal's names work too.
+        for name in ("timeout", "pre_ping"):
+            if name in kwargs:
+                self.url_options[name] = kwargs.pop(name)
         is_async = bool(getattr(url.get_dialect(), "is_async", False))
         kwargs.setdefault("poolclass", ZonalAsyncPool if is_async else ZonalPool)
-
-    def update_url(self, url: URL) -> URL:
-        return url.difference_update_query([k for k in url.query if k.startswith(PREFIX)])
 
     def handle_pool_kwargs(self, pool_cls: type[Any], pool_args: dict[str, Any]) -> None:
         for name, value in self.url_options.items():
             if name in pool_args and pool_args[name] != value:
-                raise ZonalConfigError(name, "given both in the URL and as a keyword",
+                raise ZonalConfigError(name, "given twice (URL, keyword or pool_* alias)",
                                        fix="give it once")
             pool_args[name] = value
+
+    def update_url(self, url: URL) -> URL:
+        return url.difference_update_query([k for k in url.query if k.startswith(PREFIX)])

@@ -27,13 +27,14 @@ def _policy(context: Any) -> str | None:
     return policy
 
 
-def _check(statement: str, context: Any) -> None:
+def _check(cursor: Any, statement: str, context: Any) -> None:
     policy = _policy(context)
     if policy is None:
         return
     if context is not None and context.execution_options.get("stream_results"):
-        conn = context.root_connection
-        if not conn.in_transaction() or conn.get_isolation_level() == "AUTOCOMMIT":
+        # SQLAlchemy "begins" even in AUTOCOMMIT; the driver knows the truth.
+        dbapi_conn = getattr(cursor, "connection", None)
+        if getattr(dbapi_conn, "autocommit", False):
             raise SessionStateError(
                 "stream_results outside a transaction needs a cursor WITH HOLD, which "
                 "PgBouncer transaction mode hands to other clients; run it inside a "
@@ -43,11 +44,11 @@ def _check(statement: str, context: Any) -> None:
 
 
 def _on_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
-    _check(statement, context)
+    _check(cursor, statement, context)
 
 
 def _on_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
-    _check(statement, context)
+    _check(cursor, statement, context)
 
 
 def install(dialect: Any) -> None:
