@@ -34,6 +34,7 @@ __all__ = [
     "bounded_ping",
     "connect",
     "connect_async",
+    "reaper_seconds",
     "server_params",
 ]
 
@@ -237,13 +238,26 @@ def server_params(config: ZonalConfig, endpoint: Endpoint) -> dict[str, Any]:
         params["user"] = endpoint.user
     if endpoint.password:
         params["password"] = endpoint.password
-    if config.serverless and not config.pgbouncer:
-        # Ask the server to reap what a frozen instance still holds. PgBouncer
-        # rejects the startup ``options`` parameter, so only on direct connections.
-        idle = max(2 * config.max_idle, config.max_idle + 10)
-        params["options"] = reaper_options(idle, max(idle, 60.0))
+    reapers = reaper_seconds(config)
+    if reapers is not None:
+        params["options"] = reaper_options(*reapers)
         params.update(keepalive_kwargs())
     return params
+
+
+def reaper_seconds(config: ZonalConfig) -> tuple[float, float] | None:
+    """``(idle_session_timeout, idle_in_transaction_session_timeout)`` to ask the
+    server for, or None.
+
+    Serverless, on direct connections only (PgBouncer rejects the startup
+    ``options`` parameter; its own timeouts reap there). The server's idle timeout
+    stays above ``max_idle``, so the client always discards an idle connection
+    before the server kills it under it.
+    """
+    if not config.serverless or config.pgbouncer:
+        return None
+    idle = max(2 * config.max_idle, config.max_idle + 10)
+    return idle, max(idle, 60.0)
 
 
 class PsycopgDriver:

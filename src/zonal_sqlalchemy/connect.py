@@ -141,7 +141,8 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
     target = current_target()
     if target is None or target.pool._dialect is not dialect:
         return None  # not a connection zonal is opening
-    from zonal_core.psycopg_driver import server_params
+    from zonal_core.drivers import reaper_server_settings
+    from zonal_core.psycopg_driver import reaper_seconds, server_params
 
     config = target.pool.config
     ep, timeout = target.endpoint, target.timeout
@@ -178,6 +179,11 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
         cparams.pop("options", None)  # libpq-only; asyncpg takes server_settings
         for k in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"):
             cparams.pop(k, None)
+        reapers = reaper_seconds(config)
+        if reapers is not None:
+            settings = dict(cparams.get("server_settings") or {})
+            settings.update(reaper_server_settings(*reapers))
+            cparams["server_settings"] = settings
         cparams["timeout"] = timeout
         if config.query_timeout:
             cparams["command_timeout"] = config.query_timeout
