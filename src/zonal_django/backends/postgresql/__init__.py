@@ -1,0 +1,1 @@
+"""zonal's Django backend: ``ENGINE = "zonal_django.backends.postgresql"``."""

@@ -1,0 +1,297 @@
+"""Django's PostgreSQL backend, with connections from a zonal pool.
+
+``ENGINE = "zonal_django.backends.postgresql"``; zonal's options go in
+``OPTIONS["zonal"]`` (see DESIGN's table). Everything else is Django's own backend:
+a new connection is a checkout from the alias's zoned pool, ``close()`` is a
+checkin. ``CONN_MAX_AGE`` must be 0 (the pool keeps connections open),
+``CONN_HEALTH_CHECKS`` is the pool's ``pre_ping``, and Django's own
+``OPTIONS["pool"]`` is refused.
+
+In PgBouncer transaction mode server-side cursors are off, ``assume_role`` is
+refused and every statement that goes through a Django cursor (ORM and raw
+``connection.cursor()``) passes the session-state rule first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+try:
+    import psycopg
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImproperlyConfigured(
+        "zonal_django.backends.postgresql needs psycopg 3 (psycopg2 is not supported): "
+        "pip install 'zonal[django]'") from exc
+
+from django import VERSION as DJANGO_VERSION
+from django.conf import settings
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base as pg
+from django.db.backends.utils import CursorWrapper
+
+if not pg.is_psycopg3:  # pragma: no cover - Django picked psycopg2
+    raise ImproperlyConfigured(
+        "zonal_django.backends.postgresql needs psycopg 3, but Django loaded psycopg2 "
+        "(fix: pip install 'psycopg[binary]>=3.2')")
+
+from psycopg.pq import TransactionStatus
+
+from zonal_core import pgbouncer as rules
+from zonal_core.errors import ZonalError
+from zonal_core.pool import ZonedPool
+from zonal_core.psycopg_driver import PsycopgDriver
+from zonal_core.state import PooledConnection
+from zonal_django import conf, pools
+from zonal_django.backends.postgresql.creation import DatabaseCreation
+from zonal_django.direct import connect_direct
+from zonal_django.errors import translate
+
+__all__ = ["DatabaseWrapper"]
+
+_ENV = ("ZONAL_TOPOLOGY", "ZONAL_TOPOLOGY_FILE", "ZONAL_LOCAL_ZONE")
+
+
+class _Checkout:
+    """The pooled connection a wrapper holds; shared with the wrapper's finalizer,
+    which must not hold the wrapper itself."""
+
+    __slots__ = ("pool", "rec")
+
+    def __init__(self) -> None:
+        self.pool: ZonedPool | None = None
+        self.rec: PooledConnection | None = None
+
+
+def _gone(checkout: _Checkout) -> None:
+    # Finalizer: the wrapper was collected while holding a connection.
+    if checkout.pool is not None and checkout.rec is not None:
+        pools.lost(checkout.pool, checkout.rec)
+        checkout.pool = checkout.rec = None
+
+
+class _SessionStateMixin:
+    """Applies the session-state rule before a statement reaches the driver."""
+
+    db: Any
+
+    def _execute_with_wrappers(self, sql: Any, params: Any, many: bool, executor: Any) -> Any:
+        policy = self.db.zonal_session_policy
+        if policy is not None:
+            rules.check(_sql_text(sql), policy)
+        return super()._execute_with_wrappers(sql, params, many, executor)  # type: ignore[misc]
+
+
+def _sql_text(sql: Any) -> str:
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, bytes):
+        return sql.decode("utf-8", "replace")
+    try:  # psycopg.sql.Composable
+        return str(sql.as_string(None))
+    except Exception:
+        return str(sql)
+
+
+class ZonalCursorWrapper(_SessionStateMixin, CursorWrapper):
+    """Django's cursor wrapper with the session-state rule."""
+
+
+class ZonalCursorDebugWrapper(_SessionStateMixin, pg.CursorDebugWrapper):
+    """Django's debug cursor wrapper (``DEBUG = True``) with the session-state rule."""
+
+
+class DatabaseWrapper(pg.DatabaseWrapper):
+    """Django's PostgreSQL ``DatabaseWrapper`` whose connections come from zonal."""
+
+    creation_class = DatabaseCreation
+    connection: Any  # the psycopg connection, or None
+
+    def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
+        super().__init__(settings_dict, alias)
+        self._zonal = _Checkout()
+        weakref.finalize(self, _gone, self._zonal)
+        self.zonal_direct = False
+        """True: new connections go to a ``direct`` endpoint, never pooled."""
+        self._zonal_plan_cache: tuple[str, conf.Plan] | None = None
+        options = conf.zonal_options(settings_dict)
+        if options.get("pgbouncer") in (True, "transaction", "true", "True") and (
+                "DISABLE_SERVER_SIDE_CURSORS" not in settings_dict):
+            # A server-side cursor outlives the transaction PgBouncer lends a server for.
+            settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+
+    # -- configuration ------------------------------------------------------
+
+    @property
+    def pool(self) -> None:
+        """Django's native pool: never (zonal is the pool; see :attr:`zonal_pool`)."""
+        return None
+
+    def zonal_plan(self, conn_params: dict[str, Any] | None = None) -> conf.Plan:
+        """The validated zonal plan of this alias (``ImproperlyConfigured`` if wrong)."""
+        extra: dict[str, Any] = {
+            "use_tz": settings.USE_TZ,
+            "timezone": self.timezone_name,
+            "params": {k: v for k, v in (conn_params or {}).items() if k != "context"},
+        }
+        sd = {k: v for k, v in self.settings_dict.items() if k != "TEST"}
+        cache_key = json.dumps([sd, extra, [os.environ.get(e) for e in _ENV]],
+                               sort_keys=True, default=repr)
+        cached = self._zonal_plan_cache
+        if cached is not None and cached[0] == cache_key:
+            return cached[1]
+        plan = conf.plan_for(self.alias, self.settings_dict, extra)
+        self._zonal_plan_cache = (cache_key, plan)
+        return plan
+
+    @property
+    def zonal_pool(self) -> ZonedPool:
+        """This alias's pool in this process, for these settings (built if needed)."""
+        params = self.get_connection_params()
+        return self._pool_for(self.zonal_plan(params), params)
+
+    @property
+    def zonal_session_policy(self) -> str | None:
+        """The session-state policy for statements, or None where it does not apply."""
+        if self.zonal_direct or self.alias == NO_DB_ALIAS:
+            return None
+        plan = self._zonal_plan_cache
+        if plan is None:
+            return None
+        config = plan[1].config
+        return config.session_state if plan[1].transaction_mode else None
+
+    def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> ZonedPool:
+        def build() -> ZonedPool:
+            params = conf.connect_params(conn_params)
+            # Idle connections sit in autocommit; Django sets its own mode at checkout.
+            params["autocommit"] = True
+            return ZonedPool(PsycopgDriver(params, plan.config), plan.config)
+
+        return pools.get_pool(self.alias, plan.fingerprint, build)
+
+    # -- connect / close ------------------------------------------------------
+
+    @pg.async_unsafe
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        plan = self.zonal_plan(conn_params)
+        options = self.settings_dict["OPTIONS"]
+        set_isolation_level = False
+        try:
+            isolation_level_value = options["isolation_level"]
+        except KeyError:
+            self.isolation_level = pg.IsolationLevel.READ_COMMITTED
+        else:
+            try:
+                self.isolation_level = pg.IsolationLevel(isolation_level_value)
+                set_isolation_level = True
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"Invalid transaction isolation level {isolation_level_value} "
+                    "specified. Use one of the psycopg.IsolationLevel values.") from None
+        if self.zonal_direct or self.alias == NO_DB_ALIAS:
+            params = conf.connect_params(conn_params)
+            params["autocommit"] = True
+            raw: Any = connect_direct(plan.config, params, allow_pooler=True)
+        else:
+            pool = self._pool_for(plan, conn_params)
+            try:
+                rec = pool.getconn()
+            except ZonalError as exc:
+                raise translate(exc) from exc
+            raw = rec.raw
+            # A statement past query_timeout counts against its endpoint. The callback
+            # goes to the pool, never to this wrapper.
+            raw.zonal.on_timeout = lambda: pool.record_failure(rec)
+            self._zonal.pool, self._zonal.rec = pool, rec
+        if set_isolation_level:
+            raw.isolation_level = self.isolation_level
+        return raw
+
+    def _close(self) -> None:
+        raw = self.connection
+        if raw is None:
+            return None
+        pool, rec = self._zonal.pool, self._zonal.rec
+        self._zonal.pool = self._zonal.rec = None
+        if pool is None or rec is None or rec.raw is not raw:
+            with self.wrap_database_errors:
+                raw.close()
+                return None
+        try:
+            _give_back(pool, rec)
+        finally:
+            # The connection is the pool's again: this wrapper must not touch it,
+            # even when Django keeps the wrapper "closed in transaction".
+            self.connection = None
+        return None
+
+    def close_pool(self) -> None:
+        """Close this alias's pools in this process (idle connections now, borrowed
+        ones when they come back)."""
+        pools.close_alias(self.alias)
+
+    if DJANGO_VERSION >= (5, 1):
+        def ensure_timezone(self) -> bool:
+            # Django closes its pool here so new connections get the new time zone;
+            # zonal's pools are keyed by time zone, so the old pool is left alone.
+            if self.connection is None:
+                return False
+            return bool(self._configure_timezone(self.connection))
+
+    # -- PgBouncer transaction mode -------------------------------------------
+
+    def make_cursor(self, cursor: Any) -> Any:
+        if self.zonal_session_policy is None:
+            return super().make_cursor(cursor)
+        return ZonalCursorWrapper(cursor, self)
+
+    def make_debug_cursor(self, cursor: Any) -> Any:
+        if self.zonal_session_policy is None:
+            return super().make_debug_cursor(cursor)
+        return ZonalCursorDebugWrapper(cursor, self)
+
+    def chunked_cursor(self) -> Any:
+        plan = self._zonal_plan_cache
+        if plan is not None and plan[1].transaction_mode and not self.zonal_direct:
+            return self.cursor()  # no server-side cursor behind a transaction pooler
+        return super().chunked_cursor()
+
+    # -- direct sessions ----------------------------------------------------
+
+    @contextmanager
+    def _nodb_cursor(self) -> Iterator[Any]:
+        # CREATE/DROP DATABASE must not find this alias's idle pooled connections
+        # to the database in question.
+        pools.close_alias(self.alias)
+        with super()._nodb_cursor() as cursor:
+            yield cursor
+
+
+def _give_back(pool: ZonedPool, rec: PooledConnection) -> None:
+    """Check ``rec`` in: idle in autocommit, or discarded if broken."""
+    raw = rec.raw
+    raw.zonal.on_timeout = None
+    if rec.pid != os.getpid():
+        # Borrowed before a fork: the socket is the parent's. Never roll back or
+        # close it from here; the core keeps it referenced and untouched.
+        pool.putconn(rec, reset=False)
+        return
+    if raw.closed or raw.broken:
+        pool.invalidate(rec)
+        return
+    try:
+        if raw.info.transaction_status != TransactionStatus.IDLE:
+            raw.rollback()
+        if not raw.autocommit:
+            raw.autocommit = True
+    except psycopg.Error as exc:
+        pool.invalidate(rec, exc)
+        return
+    pool.putconn(rec, reset=False)

@@ -1,0 +1,1 @@
+"""A tiny Django app for zonal_django's tests."""

@@ -1,0 +1,287 @@
+"""The backend against real zones: test database, queries, PgBouncer rules, pools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import OperationalError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from zonal_core.errors import PoolTimeout, SessionStateError
+from zonal_core.psycopg_driver import ZonalConnection
+from zonal_django import conf, direct_connection, pools
+from zonal_django.backends.postgresql.base import DatabaseWrapper
+
+pytestmark = [pytest.mark.integration, pytest.mark.pgbouncer]
+
+
+def wrapper(alias: str, **changes: Any) -> DatabaseWrapper:
+    """A wrapper of its own (another alias, so its pool is its own)."""
+    sd = {**connection.settings_dict, **changes}
+    sd["OPTIONS"] = {**connection.settings_dict["OPTIONS"], **changes.get("OPTIONS", {})}
+    return DatabaseWrapper(sd, alias)
+
+
+def zonal_opts(**changes: Any) -> dict[str, Any]:
+    return {**connection.settings_dict["OPTIONS"]["zonal"], **changes}
+
+
+@pytest.mark.django_db
+def test_queries_run_through_zonal_on_the_test_database(djlab: Any) -> None:
+    from djtestapp.models import Item
+
+    Item.objects.create(name="a", n=1)
+    assert Item.objects.filter(name="a").count() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database(), inet_server_port()")
+        db, port = cursor.fetchone()
+    # The pool follows the test database (pytest-django #1166 with Django's own pool).
+    assert db == connection.settings_dict["NAME"] == "test_" + djlab.database
+    assert port == djlab["a"].postgres.port
+    assert isinstance(connection.connection, ZonalConnection)
+    assert connection.connection.info.port == int(djlab["a"].endpoint(pgbouncer=True)
+                                                  .rsplit(":", 1)[1])
+    stats = connection.zonal_pool.stats()
+    assert stats.zones["a"].in_use == 1 and stats.zones["a"].checkouts >= 1
+    assert connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_committed_work_through_pgbouncer_has_no_prepared_statement_errors() -> None:
+    from djtestapp.models import Item
+
+    errors = 0
+    for i in range(120):  # the same statements, committed: psycopg would prepare them
+        try:
+            with transaction.atomic():
+                Item.objects.create(name="p", n=i)
+                Item.objects.filter(name="p", n__gte=0).count()
+        except Exception:
+            errors += 1
+        connection.close()  # back to the pool: the next one may get another server
+    assert errors == 0
+    assert Item.objects.filter(name="p").count() == 120
+    assert connection.connection is None or connection.connection.prepare_threshold is None
+
+
+@pytest.mark.django_db
+def test_set_is_refused_naming_set_local_and_tracked_settings_pass() -> None:
+    with connection.cursor() as cursor:
+        with pytest.raises(SessionStateError, match="SET LOCAL statement_timeout"):
+            cursor.execute("SET statement_timeout = '5s'")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '5s'")
+        cursor.execute("SET TIME ZONE 'UTC'")  # tracked by PgBouncer
+        cursor.execute("SELECT set_config('TimeZone', 'Europe/Paris', false)")
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "5s"
+    with pytest.raises(SessionStateError, match="pg_advisory_xact_lock"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(1)")
+
+
+@pytest.mark.django_db
+def test_iterator_uses_no_server_side_cursor() -> None:
+    from djtestapp.models import Item
+
+    Item.objects.bulk_create([Item(name="i", n=i) for i in range(5)])
+    with CaptureQueriesContext(connection) as ctx:
+        assert len(list(Item.objects.filter(name="i").iterator(chunk_size=2))) == 5
+    assert not any("DECLARE" in q["sql"].upper() for q in ctx.captured_queries)
+
+
+@pytest.mark.usefixtures("db_access")
+def test_misconfigurations_are_clear_errors() -> None:
+    cases = [
+        ({"OPTIONS": {"pool": True}}, "OPTIONS['pool']"),
+        ({"CONN_MAX_AGE": 60}, "CONN_MAX_AGE"),
+        ({"HOST": "db.example"}, "HOST/PORT"),
+        ({"OPTIONS": {"assume_role": "app"}}, "assume_role"),
+        ({"OPTIONS": {"prepare_threshold": 5}}, "prepare_threshold"),
+        ({"OPTIONS": {"zonal": zonal_opts(local_zone="c")}}, "local_zone"),
+        ({"OPTIONS": {"zonal": zonal_opts(pool_sise=3)}}, "pool_size"),
+    ]
+    for i, (changes, needle) in enumerate(cases):
+        w = wrapper(f"zt_bad{i}", **changes)
+        with pytest.raises(ImproperlyConfigured, match=needle.replace("[", r"\[")):
+            w.ensure_connection()
+        w.close()
+
+
+@pytest.mark.usefixtures("db_access")
+def test_pool_timeout_is_an_operational_error_with_zonal_message(djlab: Any) -> None:
+    opts = {"zonal": zonal_opts(pool_size=1, timeout=0.3)}
+    w1, w2 = wrapper("zt_timeout", OPTIONS=opts), wrapper("zt_timeout", OPTIONS=opts)
+    try:
+        w1.ensure_connection()
+        with pytest.raises(OperationalError) as info:
+            w2.ensure_connection()
+        assert isinstance(info.value, PoolTimeout)
+        assert "a: open 1/1, in use 1" in str(info.value)
+        assert djlab.password not in str(info.value)
+    finally:
+        w1.close()
+        w2.close()
+    assert pools.pools_of("zt_timeout")[0].stats().zones["a"].in_use == 0
+
+
+@pytest.mark.usefixtures("db_access")
+def test_pool_is_rebuilt_after_a_name_change(djlab: Any) -> None:
+    w = wrapper("zt_name", NAME=djlab.database)
+    try:
+        w.ensure_connection()
+        first = w.zonal_pool
+        w.close()
+        w.settings_dict["NAME"] = "postgres"
+        with w.cursor() as cursor:
+            cursor.execute("SELECT current_database()")
+            assert cursor.fetchone()[0] == "postgres"
+        assert w.zonal_pool is not first and first.closed
+    finally:
+        w.close()
+
+
+@pytest.mark.usefixtures("db_access")
+def test_forked_child_builds_its_own_pool_and_leaves_the_parents_alone(djlab: Any) -> None:
+    w = wrapper("zt_fork", NAME=djlab.database)
+    w.ensure_connection()
+    parent_pool = w.zonal_pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            w.close()  # a parent's connection: must be neither reset nor closed here
+            with w.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            code = 0 if w.zonal_pool is not parent_pool else 2
+            w.close()
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    status = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert status == b"\x00"
+    with w.cursor() as cursor:  # the parent's connection still works
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    w.close()
+
+
+@pytest.mark.usefixtures("db_access")
+def test_assume_role_works_on_direct_connections_without_deadlock(djlab: Any) -> None:
+    zones = {n: djlab[n].endpoint(pgbouncer=False) for n in djlab.names}
+    w = wrapper("zt_role", NAME=djlab.database, OPTIONS={
+        "assume_role": djlab.user, "zonal": {"zones": zones, "local_zone": "a"}})
+    result: list[Any] = []
+
+    def run() -> None:
+        with w.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            result.append(cursor.fetchone()[0])
+        w.close()
+
+    t = threading.Thread(target=run)
+    w.inc_thread_sharing()
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and result == [djlab.user]
+
+
+@pytest.mark.usefixtures("db_access")
+def test_direct_connection_bypasses_pgbouncer(djlab: Any) -> None:
+    w = connections["default"]
+    direct_port = int(djlab["a"].endpoint(pgbouncer=False).rsplit(":", 1)[1])
+    with direct_connection() as conn:
+        with conn.cursor() as cursor:
+            cursor.execute("SET statement_timeout = '7s'")  # a real session: allowed
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone()[0] == "7s"
+        assert conn.connection.info.port == direct_port
+    assert w.zonal_direct is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_runs_on_the_direct_endpoint(djlab: Any) -> None:
+    from django.core.management import call_command
+    from django.db.backends.signals import connection_created
+
+    ports: list[int] = []
+
+    def seen(sender: Any, connection: Any, **kw: Any) -> None:
+        ports.append(connection.connection.info.port)
+
+    connection_created.connect(seen)
+    try:
+        connection.close()
+        call_command("migrate", verbosity=0, database="default")
+    finally:
+        connection_created.disconnect(seen)
+    direct_port = int(djlab["a"].endpoint(pgbouncer=False).rsplit(":", 1)[1])
+    assert ports and set(ports) == {direct_port}
+
+
+def test_system_checks_report_ids() -> None:
+    from django.test import override_settings
+
+    from zonal_django.checks import check_databases, check_middleware
+
+    good = connection.settings_dict
+    bad = {
+        "E002": {**good, "OPTIONS": {**good["OPTIONS"], "pool": True}},
+        "E003": {**good, "CONN_MAX_AGE": None},
+        "E004": {**good, "HOST": "db"},
+        "E007": {**good, "OPTIONS": {"zonal": zonal_opts(local_zone="zz")}},
+        "E008": {**good, "DISABLE_SERVER_SIDE_CURSORS": False},
+        "E009": {**good, "OPTIONS": {**good["OPTIONS"], "assume_role": "x"}},
+        "W001": {**good, "OPTIONS": {"zonal": {"zones": {"a": "h:6432"},
+                                               "pgbouncer": "transaction"}}},
+    }
+    with override_settings(DATABASES={"default": good, **bad}, MIDDLEWARE=[]):
+        ids = {m.id: m for m in check_databases()}
+        assert {m.id for m in check_middleware()} == {"zonal.W002"}
+    for code in bad:
+        assert f"zonal.{code}" in ids, code
+    assert all(m.hint for m in ids.values())
+    assert conf.problems_for("default", good)[0] == []
+
+
+@pytest.mark.usefixtures("db_access")
+def test_management_commands_report_zones(djlab: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    connections.settings["zt_cmd"] = {**connection.settings_dict, "NAME": djlab.database}
+    try:
+        out = StringIO()
+        call_command("zonal_status", database=["zt_cmd"], stdout=out)
+        text = out.getvalue()
+        assert "zone" in text and "probe a/" in text and "ok" in text, text
+        assert djlab.password not in text
+        out = StringIO()
+        call_command("zonal_doctor", database=["zt_cmd"], builtin=True, stdout=out)
+        text = out.getvalue()
+        assert "max_connections=" in text and djlab.password not in text, text
+    finally:
+        connections["zt_cmd"].close()
+        del connections["zt_cmd"]
+        del connections.settings["zt_cmd"]
+
+
+def test_psycopg2_only_gets_a_clear_improperly_configured() -> None:
+    code = ("import sys; sys.modules['psycopg'] = None\n"
+            "from django.conf import settings; settings.configure()\n"
+            "try:\n    import zonal_django.backends.postgresql.base\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.startswith("ImproperlyConfigured") and "psycopg 3" in out
