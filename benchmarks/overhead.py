@@ -83,7 +83,7 @@ def measure(threads: int, ops: int, rounds: int = 5) -> dict[str, float]:
     """Median µs per checkout+checkin per subject; rounds interleave subjects."""
     samples: dict[str, list[float]] = {name: [] for name in SUBJECTS}
     made = {name: make(max(threads, 4)) for name, make in SUBJECTS.items()}
-    for name, (cycle, _) in made.items():
+    for cycle, _ in made.values():
         _run(cycle, threads, ops // 10)  # warm up
     for _ in range(rounds):
         for name, (cycle, _) in made.items():
