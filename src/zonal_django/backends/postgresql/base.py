@@ -130,7 +130,11 @@ class DatabaseWrapper(pg.DatabaseWrapper):
 
     @property
     def pool(self) -> None:
-        """Django's native pool: never (zonal is the pool; see :attr:`zonal_pool`)."""
+        """Django's native pool: never. zonal is the pool (see :attr:`zonal_pool`);
+        asking for Django's with ``OPTIONS["pool"]`` set is ``ImproperlyConfigured``."""
+        if self.settings_dict["OPTIONS"].get("pool"):
+            problems, _ = conf.problems_for(self.alias, self.settings_dict)
+            raise ImproperlyConfigured(next(p for p in problems if p.id == "zonal.E002").text())
         return None
 
     def zonal_plan(self, conn_params: dict[str, Any] | None = None) -> conf.Plan:
