@@ -90,9 +90,16 @@ _TABLE = (
     "target_session_attrs",
 )
 
-OPTIONS: frozenset[str] = frozenset((*_TABLE, "topology", "version", "name"))
+# Options beyond DESIGN's table (reliability and security features).
+_EXTRA = ("leak_threshold", "password")
+
+OPTIONS: frozenset[str] = frozenset((*_TABLE, *_EXTRA, "topology", "version", "name"))
 """Every name :func:`build_config` accepts: the table's, plus ``topology`` (another
-spelling of ``zones``), ``version`` (of the topology) and ``name`` (of the pool)."""
+spelling of ``zones``), ``version`` (of the topology), ``name`` (of the pool),
+``leak_threshold`` (seconds a connection may stay borrowed before it is reported
+once, with the stack of its checkout) and ``password`` (a string, or a callable
+returning one, called for every new connection: rotating credentials such as IAM
+tokens)."""
 
 SERVERLESS_DEFAULTS: Mapping[str, float] = MappingProxyType(
     {"timeout": 5.0, "connect_timeout": 2.0, "max_idle": 30.0, "query_timeout": 30.0}
@@ -245,6 +252,23 @@ def _query_timeout(value: object, field: str) -> float | None:
         ) from None
 
 
+def _leak_threshold(value: object, field: str) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        return None
+    try:
+        return _seconds(minimum=0, inclusive=False)(value, field)
+    except ZonalConfigError as exc:
+        raise ZonalConfigError(field, exc.problem, fix="leak_threshold=60, or None") from None
+
+
+def _password(value: object, field: str) -> object:
+    # Never echo the value: it is a secret.
+    if value is None or isinstance(value, str) or callable(value):
+        return value
+    raise ZonalConfigError(field, f"must be a string or a callable returning one, not a "
+                           f"{type(value).__name__}", fix="password=lambda: token()")
+
+
 def _name(value: object, field: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 100 or not value.isprintable():
         raise ZonalConfigError(
@@ -271,6 +295,8 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "failback_after": _seconds(minimum=0, inclusive=True),
     "spillover": _flag,
     "target_session_attrs": _choice("any", "read-write", "read-only"),
+    "leak_threshold": _leak_threshold,
+    "password": _password,
     "name": _name,
 }
 
@@ -342,6 +368,10 @@ class ZonalConfig:
     failback_after: float = 30.0
     spillover: bool = False
     target_session_attrs: TargetSessionAttrs = "any"
+    leak_threshold: float | None = None
+    password: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """A string, or a callable returning one (sync or async), for every new
+    connection. Never shown in a repr, ``as_dict`` or an error."""
     name: str = "zonal"
     explicit: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
     """Which options the user set, in any source (canonical names: ``zones``, never
@@ -387,6 +417,7 @@ class ZonalConfig:
         out["local_zone"] = self.local_zone
         for key in _TABLE[2:]:
             out[key] = getattr(self, key)
+        out["leak_threshold"] = self.leak_threshold
         return out
 
     def __repr__(self) -> str:
@@ -395,7 +426,9 @@ class ZonalConfig:
         if self.version is not None:
             parts.append(f"version={self.version!r}")
         parts.append(f"zones={zones!r}")
-        parts.extend(f"{key}={getattr(self, key)!r}" for key in _TABLE[1:])
+        parts.extend(f"{key}={getattr(self, key)!r}" for key in (*_TABLE[1:], "leak_threshold"))
+        if self.password is not None:
+            parts.append("password=***")
         return f"ZonalConfig({', '.join(parts)})"
 
 
@@ -403,7 +436,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         f.name: f.default
         for f in dataclasses.fields(ZonalConfig)
-        if f.name in _CHECKS and f.name != "max_total"
+        if f.name in _CHECKS and f.name not in ("max_total", "password")
     }
 )
 """The defaults of the options (without the serverless profile); ``max_total``

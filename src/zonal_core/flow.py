@@ -84,6 +84,9 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
     deadline = start + timeout
     front = False
     busy_attempts = 0
+    # A rotating credential (a callable password) may have just expired: one
+    # more attempt fetches a fresh one. A fixed password fails the same again.
+    auth_retries = 1 if callable(cfg.password) else 0
     last_error: str | None = None
     while True:
         now = clock.now()
@@ -125,6 +128,9 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                     closing.extend(state.connect_failed(slot, clock.now(), kind))
                 last_error = safe_description(exc, secrets())
                 if kind == "auth":
+                    if auth_retries:
+                        auth_retries -= 1
+                        continue
                     raise  # a refused password fails the same in every zone
                 if kind == "busy":
                     # Server full or starting up: back off with full jitter, same zone.

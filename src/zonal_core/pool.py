@@ -66,13 +66,13 @@ class ZonedPool(PoolBase):
         with state.lock:
             rec = state.fast_checkout(self.clock.now())
         if rec is not None:
-            return rec
+            return self._stamp(rec) if self.config.leak_threshold is not None else rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         gen = checkout_flow(self._state, self.clock, self._new_waiter(), t, closing,
                             backoff=self.backoff, secrets=self._secrets)
         try:
-            return self._run(gen, closing)
+            return self._stamp(self._run(gen, closing))
         finally:
             self._close_all(closing)
 
@@ -211,6 +211,8 @@ class ZonedPool(PoolBase):
         self.close()
 
     def _close_all(self, recs: list[PooledConnection]) -> None:
+        if self._state.leaks:
+            self._report_leaks()
         while recs:
             rec = recs.pop()
             try:

@@ -59,14 +59,14 @@ class AsyncZonedPool(PoolBase):
         with state.lock:
             rec = state.fast_checkout(self.clock.now())
         if rec is not None:
-            return rec
+            return self._stamp(rec) if self.config.leak_threshold is not None else rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         waiter = _TaskWaiter()
         gen = checkout_flow(self._state, self.clock, waiter, t, closing,
                             backoff=self.backoff, secrets=self._secrets)
         try:
-            return await self._run(gen, closing)
+            return self._stamp(await self._run(gen, closing))
         finally:
             await self._close_all(closing)
 
@@ -190,6 +190,8 @@ class AsyncZonedPool(PoolBase):
         await self.close()
 
     async def _close_all(self, recs: list[PooledConnection]) -> None:
+        if self._state.leaks:
+            self._report_leaks()
         while recs:
             rec = recs.pop()
             try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
+import traceback
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +20,8 @@ from zonal_core.state import PooledConnection, PoolState
 from zonal_core.stats import PoolStats
 
 __all__ = ["PoolBase"]
+
+log = logging.getLogger("zonal.pool")
 
 _LIVE_POOLS: weakref.WeakSet[PoolBase] = weakref.WeakSet()
 
@@ -69,6 +73,27 @@ class PoolBase:
         return (f"<{type(self).__name__} {self.name!r} zones={list(s.zones)} "
                 f"local={self.config.local_zone!r} open={s.total} in_use={s.lent_total}"
                 f"{' closed' if s.closed else ''}>")
+
+    # -- leak detection -------------------------------------------------------
+
+    def _stamp(self, rec: PooledConnection) -> PooledConnection:
+        """Keep where ``rec`` was checked out, when leaks are watched."""
+        if self._state.config.leak_threshold is not None:
+            rec.stack = traceback.format_stack(limit=30)[:-2]
+        return rec
+
+    def _report_leaks(self) -> None:
+        """Log, once each, what the last operations found borrowed too long."""
+        state = self._state
+        if not state.leaks:
+            return
+        found = state.leaks  # read first, then replace: an append in between is kept
+        state.leaks = []
+        for rec, held in found:
+            where = "".join(rec.stack or ["(stack not kept)\n"])
+            log.warning("pool %r: connection #%d of zone %s borrowed for %.1f s "
+                        "(leak_threshold=%g s); checked out at:\n%s", self.name, rec.id,
+                        rec.zone, held, self.config.leak_threshold or 0, where)
 
     # -- decisions shared by both runners ------------------------------------
 

@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
 from zonal_core.config import ZonalConfig
+from zonal_core.credentials import resolve
 from zonal_core.drivers import connect_kwargs, keepalive_kwargs, reaper_options
 from zonal_core.errors import QueryTimeout
 from zonal_core.topology import Endpoint
@@ -279,7 +280,9 @@ class PsycopgDriver:
     def params_for(self, endpoint: Endpoint) -> dict[str, Any]:
         """The full ``psycopg.connect()`` arguments for ``endpoint``."""
         params = dict(self.base)
-        params.update(server_params(self.config, endpoint))
+        if self.config.password is not None:
+            params["password"] = resolve(self.config.password)
+        params.update(server_params(self.config, endpoint))  # an endpoint's own wins
         return params
 
     def connect(self, endpoint: Endpoint, timeout: float) -> ZonalConnection:

@@ -39,7 +39,7 @@ class PooledConnection:
     """One driver connection and what the pool knows of it."""
 
     __slots__ = ("__weakref__", "created_at", "endpoint", "expires_at", "generation", "id",
-                 "info", "last_used", "lent_at", "pid", "raw", "zone")
+                 "info", "last_used", "leak_reported", "lent_at", "pid", "raw", "stack", "zone")
 
     def __init__(self, raw: Any, endpoint: Endpoint, ident: int, now: float,
                  expires_at: float, generation: int) -> None:
@@ -53,6 +53,9 @@ class PooledConnection:
         self.lent_at: float | None = None
         self.generation = generation
         self.pid = os.getpid()  # the process that owns the socket
+        #: where it was checked out, kept only when ``leak_threshold`` is set
+        self.stack: list[str] | None = None
+        self.leak_reported = False
         #: free for adapters
         self.info: dict[str, Any] = {}
 
@@ -168,6 +171,10 @@ class PoolState:
         self._route_valid_until = -_INF
         self._preferred: str | None = config.local_zone
         self._closing: list[PooledConnection] = []
+        # Borrowed connections, watched for leaks when leak_threshold is set.
+        self._watched: dict[int, PooledConnection] = {}
+        self._next_leak_check = _INF
+        self.leaks: list[tuple[PooledConnection, float]] = []
         self._static_rank = _static_rank(config)
         self.pid = os.getpid()
         _ALL_STATES.add(self)
@@ -220,6 +227,27 @@ class PoolState:
             self._next_reap = _INF
         elif now >= self._next_reap:
             self._reap(now)
+        if now >= self._next_leak_check:
+            self._check_leaks(now)
+
+    def _check_leaks(self, now: float) -> None:
+        """Report, once each, connections borrowed longer than ``leak_threshold``."""
+        threshold = self.config.leak_threshold
+        nxt = _INF
+        if threshold is not None:
+            for rec in self._watched.values():
+                if rec.leak_reported or rec.lent_at is None:
+                    continue
+                due = rec.lent_at + threshold
+                if now >= due:
+                    rec.leak_reported = True
+                    self.leaks.append((rec, now - rec.lent_at))
+                    z = self.zones.get(rec.zone)
+                    if z is not None:
+                        z.counters.leaks += 1
+                else:
+                    nxt = min(nxt, due)
+        self._next_leak_check = nxt
 
     def _reap(self, now: float) -> None:
         max_idle = self.config.max_idle
@@ -343,6 +371,8 @@ class PoolState:
         c = z.counters
         c.checkouts += 1
         c.wait_time.observe(0.0)
+        if cfg.leak_threshold is not None:
+            self._watch(rec, now)
         return rec
 
     def _enqueue(self, waiter: Waiter, *, front: bool) -> None:
@@ -486,6 +516,14 @@ class PoolState:
             z.counters.checkouts += 1
             z.counters.wait_time.observe(waited)
         rec.lent_at = now
+        if self.config.leak_threshold is not None:
+            self._watch(rec, now)
+
+    def _watch(self, rec: PooledConnection, now: float) -> None:
+        assert self.config.leak_threshold is not None
+        rec.leak_reported = False
+        self._watched[rec.id] = rec
+        self._next_leak_check = min(self._next_leak_check, now + self.config.leak_threshold)
 
     # ------------------------------------------------------------------ connect
 
@@ -566,6 +604,7 @@ class PoolState:
         if rec.lent_at is None or z is None:
             return  # not lent by this pool: a double checkin
         lent_at, rec.lent_at = rec.lent_at, None
+        self._watched.pop(rec.id, None)
         if rec.pid != self.pid:
             _FORK_ORPHANS.append(rec.raw)  # lent before a fork: the parent owns it
             return
@@ -741,6 +780,8 @@ class PoolState:
         self.idle_total = self.lent_total = self.opening_total = 0
         self.waiters.clear()
         self._closing = []
+        self._watched.clear()
+        self.leaks.clear()
         self.generation += 1
         self.pid = os.getpid()
 
@@ -776,7 +817,7 @@ class PoolState:
                 max=self.config.pool_size, checkouts=c.checkouts, timeouts=c.timeouts,
                 connects=c.connects, connect_errors=c.connect_errors, retries=c.retries,
                 pings=c.pings, ping_failures=c.ping_failures, failovers=c.failovers,
-                ejections=c.ejections, closes=dict(c.closes),
+                ejections=c.ejections, leaks=c.leaks, closes=dict(c.closes),
                 wait_time=c.wait_time.snapshot(), connect_time=c.connect_time.snapshot(),
                 use_time=c.use_time.snapshot(), ejected_for=ejected_for,
             )

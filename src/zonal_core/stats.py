@@ -94,6 +94,7 @@ class ZoneCounters:
         "connects",
         "ejections",
         "failovers",
+        "leaks",
         "ping_failures",
         "pings",
         "retries",
@@ -112,6 +113,7 @@ class ZoneCounters:
         self.ping_failures = 0
         self.failovers = 0
         self.ejections = 0
+        self.leaks = 0
         self.closes: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
         self.wait_time = Histogram()
         self.connect_time = Histogram()
@@ -145,6 +147,7 @@ class ZoneStats:
     connect_time: HistogramSnapshot
     use_time: HistogramSnapshot
     ejected_for: float | None = None  # seconds of ejection left, when ejected
+    leaks: int = 0  # borrowed longer than leak_threshold (each reported once)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.util import await_only
 
 from zonal_core.config import ZonalConfig
+from zonal_core.credentials import resolve, resolve_async
 from zonal_core.drivers import connect_kwargs
 from zonal_core.errors import ZonalConfigError
 from zonal_core.topology import Endpoint
@@ -149,6 +151,12 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
     driver = driver_of(dialect)
     for key in ("host", "hostaddr", "port", "connect_timeout"):
         cparams.pop(key, None)
+    if config.password is not None:
+        # asked again for every connection: rotating tokens (an endpoint's own wins)
+        if dialect.is_async:
+            cparams["password"] = await_only(resolve_async(config.password))
+        else:
+            cparams["password"] = resolve(config.password)
     cparams.update(server_params(config, ep))
     if driver != "other":
         cparams.update(connect_kwargs(driver, pgbouncer=config.pgbouncer, user_kwargs=cparams))

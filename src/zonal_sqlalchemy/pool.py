@@ -44,7 +44,8 @@ _OPTION_NAMES = (
     "zones", "local_zone", "pool_size", "max_total", "timeout", "connect_timeout",
     "max_lifetime", "max_idle", "min_idle", "pre_ping", "ping_bypass", "ping_timeout",
     "query_timeout", "pgbouncer", "session_state", "serverless", "failback_after",
-    "spillover", "target_session_attrs", "topology", "version", "name",
+    "spillover", "target_session_attrs", "topology", "version", "name", "leak_threshold",
+    "password",
 )
 
 
@@ -145,6 +146,8 @@ class ZonalPool(Pool):
         topology: Any = None,
         version: str | None = None,
         name: str | None = None,
+        leak_threshold: float | None = None,
+        password: Any = None,
         recycle: float | None = None,
         max_overflow: int | None = None,
         use_lifo: bool | None = None,

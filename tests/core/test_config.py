@@ -48,7 +48,9 @@ def test_defaults_match_the_design_table() -> None:
     assert c.name == "zonal"
     assert c.version is None
     assert c.explicit == {"zones"}
-    assert set(DEFAULTS) | {"max_total"} == OPTIONS - {"zones", "topology", "version", "local_zone"}
+    assert c.leak_threshold is None and c.password is None
+    assert set(DEFAULTS) | {"max_total"} == OPTIONS - {"zones", "topology", "version",
+                                                       "local_zone", "password"}
 
 
 def test_every_option_is_a_field() -> None:

@@ -497,3 +497,57 @@ def test_forked_child_never_reuses_the_parents_connections() -> None:
     os.waitpid(pid, 0)
     assert not parent_conn.closed
     assert pool.getconn().raw is parent_conn
+
+
+# -- leaks, rotating credentials --------------------------------------------------
+
+
+def _held_too_long(pool: ZonedPool) -> object:
+    return pool.getconn()  # the stack of this line is what the report shows
+
+
+def test_leak_is_reported_once_with_the_checkout_stack(caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    pool, _, clock = make(leak_threshold=10)
+    rec = _held_too_long(pool)
+    other = pool.getconn()
+    pool.putconn(other)  # returned in time: never reported
+    clock.advance(11)
+    with caplog.at_level("WARNING", logger="zonal.pool"):
+        pool.putconn(pool.getconn())
+        clock.advance(30)
+        pool.putconn(pool.getconn())
+    leaks = [r for r in caplog.records if "leak_threshold" in r.getMessage()]
+    assert len(leaks) == 1
+    msg = leaks[0].getMessage()
+    assert f"connection #{rec.id} of zone a borrowed for 11.0 s" in msg  # type: ignore[attr-defined]
+    assert "_held_too_long" in msg
+    assert pool.stats().zones["a"].leaks == 1
+
+
+def test_no_stack_is_kept_without_leak_threshold() -> None:
+    pool, _, _ = make()
+    assert pool.getconn().stack is None
+
+
+def test_refused_rotating_credential_is_retried_once_with_a_fresh_one() -> None:
+    calls: list[int] = []
+
+    def token() -> str:
+        calls.append(1)
+        return f"token-{len(calls)}"
+
+    pool, drv, _ = make(password=token)
+    drv.script("a", ["auth", "ok"])
+    assert zone_of(pool.getconn()) == "a"
+    assert pool.stats().zones["a"].state == "healthy"
+    drv.script("a", ["auth", "auth"])
+    with pytest.raises(FakeDBError, match="password authentication"):
+        pool.getconn()
+
+
+def test_a_fixed_password_is_not_retried() -> None:
+    pool, drv, _ = make(password="fixed")
+    drv.script("a", ["auth", "ok"])
+    with pytest.raises(FakeDBError, match="password authentication"):
+        pool.getconn()

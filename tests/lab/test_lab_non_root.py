@@ -74,10 +74,18 @@ def test_a_lab_runs_as_an_unprivileged_user() -> None:
     home = tempfile.mkdtemp(prefix="zonal-nonroot-")
     try:
         os.chown(home, runas.uid, runas.gid)
+        # The checkout may sit under a directory the user cannot enter (a 0700
+        # temp dir, root's home): give it a readable copy of the sources.
+        src = Path(home) / "src"
+        for pkg in ("zonal_core", "zonal_lab"):
+            shutil.copytree(SRC / pkg, src / pkg,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [src, *src.rglob("*")]:
+            os.chown(path, runas.uid, runas.gid)
         env = {
             "HOME": home,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(SRC),
+            "PYTHONPATH": str(src),
             "TMPDIR": home,
         }
         proc = subprocess.run(

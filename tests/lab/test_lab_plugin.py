@@ -54,7 +54,9 @@ USER_TESTS = textwrap.dedent(
 
 def run_pytest(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_user.py").write_text(USER_TESTS)
-    environ = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+    # A user's project: none of this test session's plugin settings leak in.
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "DJANGO_SETTINGS_MODULE")}
     environ.update(env)
     return subprocess.run(
         [

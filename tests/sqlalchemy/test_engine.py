@@ -162,3 +162,24 @@ def test_query_timeout_bounds_a_statement(make_engine: Any) -> None:
         c.execute(text("select pg_sleep(30)"))
     assert time.monotonic() - t0 < 15  # bounded, where libpq alone waits 30 s
     assert engine.pool.stats().in_use == 0
+
+
+def test_rotating_password_is_asked_for_each_new_connection(lab: Any) -> None:
+    issued: list[str] = []
+
+    def token() -> str:
+        # the first token is stale (expired): zonal retries once with a fresh one
+        issued.append("stale-token" if not issued else lab.password)
+        return issued[-1]
+
+    url = f"postgresql+psycopg://{lab.user}@/{lab.database}"
+    engine = create_engine(url, poolclass=ZonalPool, zones=lab.zones(pgbouncer=False),
+                           password=token, connect_timeout=2)
+    try:
+        with engine.connect() as c1, engine.connect() as c2:
+            assert c1.execute(text("select 1")).scalar() == c2.execute(text("select 1")).scalar()
+        assert issued[0] == "stale-token" and len(issued) == 3
+        assert engine.pool.stats().zones["a"].state == "healthy"
+        assert "stale-token" not in repr(engine.pool.config)
+    finally:
+        engine.dispose()
