@@ -135,7 +135,6 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         if self.settings_dict["OPTIONS"].get("pool"):
             problems, _ = conf.problems_for(self.alias, self.settings_dict)
             raise ImproperlyConfigured(next(p for p in problems if p.id == "zonal.E002").text())
-        return None
 
     def zonal_plan(self, conn_params: dict[str, Any] | None = None) -> conf.Plan:
         """The validated zonal plan of this alias (``ImproperlyConfigured`` if wrong)."""
@@ -287,7 +286,12 @@ def _give_back(pool: ZonedPool, rec: PooledConnection) -> None:
         # close it from here; the core keeps it referenced and untouched.
         pool.putconn(rec, reset=False)
         return
-    if raw.closed or raw.broken:
+    if raw.broken:
+        # Lost mid-use: the server (or the path to it) went away, so the zone's
+        # older idle connections are suspect too.
+        pool.invalidate(rec, ConnectionError("connection lost"))
+        return
+    if raw.closed:  # closed by zonal after a query timeout (already counted)
         pool.invalidate(rec)
         return
     try:
