@@ -36,6 +36,7 @@ name                                        kind                         unit
 ``zonal.ping_failures``                     ObservableCounter            ``{ping}``
 ``zonal.failovers``                         ObservableCounter            ``{failover}``
 ``zonal.ejections``                         ObservableCounter            ``{ejection}``
+``zonal.leaks``                             ObservableCounter            ``{connection}``
 ``zonal.closes``                            ObservableCounter            ``{connection}``
                                             (+ ``zonal.close.reason``)
 ``zonal.connections.opening``               ObservableUpDownCounter      ``{connection}``
@@ -121,6 +122,8 @@ _ZONE_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("zonal.failovers", "failovers", "{failover}", "Times traffic left this zone for another."),
     ("zonal.ejections", "ejections", "{ejection}",
      "Times an endpoint of this zone was ejected."),
+    ("zonal.leaks", "leaks", "{connection}",
+     "Connections borrowed longer than leak_threshold (each counted once)."),
 )
 
 # (name, ZoneStats field, description)

@@ -39,6 +39,7 @@ name                                           type       labels
 ``zonal_ping_failures_total``                  counter    pool, zone
 ``zonal_failovers_total``                      counter    pool, zone
 ``zonal_ejections_total``                      counter    pool, zone
+``zonal_leaks_total``                          counter    pool, zone
 ``zonal_closes_total``                         counter    pool, zone, reason
 ``zonal_connections_opening``                  gauge      pool, zone
 ``zonal_zone_healthy``                         gauge      pool, zone, version
@@ -113,6 +114,7 @@ _ZONE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("zonal_ping_failures", "ping_failures", "Pre-pings that failed or timed out."),
     ("zonal_failovers", "failovers", "Times traffic left this zone for another."),
     ("zonal_ejections", "ejections", "Times an endpoint of this zone was ejected."),
+    ("zonal_leaks", "leaks", "Connections borrowed longer than leak_threshold (once each)."),
 )
 
 # (name without the unit, ZoneStats field, help)
