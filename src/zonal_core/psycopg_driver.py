@@ -81,13 +81,8 @@ class _Bounds:
         return None
 
 
-class ZonalConnection(psycopg.Connection[Any]):
-    """A psycopg connection whose every wait for the server is bounded.
-
-    A statement that waits longer than ``query_timeout`` raises
-    :class:`~zonal_core.errors.QueryTimeout` (an ``OperationalError``), and the
-    connection is closed: its state is unknown, it must never be reused.
-    """
+class _Bounded:
+    """The ``zonal`` bounds of a connection, created on first use."""
 
     _zonal: _Bounds
 
@@ -98,6 +93,15 @@ class ZonalConnection(psycopg.Connection[Any]):
         except AttributeError:
             self._zonal = _Bounds()
             return self._zonal
+
+
+class ZonalConnection(_Bounded, psycopg.Connection[Any]):
+    """A psycopg connection whose every wait for the server is bounded.
+
+    A statement that waits longer than ``query_timeout`` raises
+    :class:`~zonal_core.errors.QueryTimeout` (an ``OperationalError``), and the
+    connection is closed: its state is unknown, it must never be reused.
+    """
 
     def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
              **kwargs: Any) -> Any:
@@ -115,18 +119,8 @@ class ZonalConnection(psycopg.Connection[Any]):
             raise
 
 
-class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
+class AsyncZonalConnection(_Bounded, psycopg.AsyncConnection[Any]):
     """The asyncio twin of :class:`ZonalConnection`."""
-
-    _zonal: _Bounds
-
-    @property
-    def zonal(self) -> _Bounds:
-        try:
-            return self._zonal
-        except AttributeError:
-            self._zonal = _Bounds()
-            return self._zonal
 
     async def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
                    **kwargs: Any) -> Any:
