@@ -44,6 +44,7 @@ __all__ = [
     "MAX_SECONDS",
     "OPTIONS",
     "SERVERLESS_DEFAULTS",
+    "SSLMODES",
     "PgBouncerMode",
     "SessionState",
     "TargetSessionAttrs",
@@ -91,15 +92,23 @@ _TABLE = (
 )
 
 # Options beyond DESIGN's table (reliability and security features).
-_EXTRA = ("leak_threshold", "password")
+_EXTRA = ("leak_threshold", "password", "allow_tls_downgrade")
 
 OPTIONS: frozenset[str] = frozenset((*_TABLE, *_EXTRA, "topology", "version", "name"))
 """Every name :func:`build_config` accepts: the table's, plus ``topology`` (another
 spelling of ``zones``), ``version`` (of the topology), ``name`` (of the pool),
 ``leak_threshold`` (seconds a connection may stay borrowed before it is reported
-once, with the stack of its checkout) and ``password`` (a string, or a callable
+once, with the stack of its checkout), ``password`` (a string, or a callable
 returning one, called for every new connection: rotating credentials such as IAM
-tokens)."""
+tokens) and ``allow_tls_downgrade`` (accept zones whose ``sslmode`` is weaker than
+the local zone's, see :data:`SSLMODES`)."""
+
+SSLMODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+"""libpq's ``sslmode`` values, weakest first. A zone without one gets libpq's
+default, ``prefer``. A failover must never land on an endpoint weaker than the
+strongest of the local zone (an attacker who can block the local zone would
+otherwise choose the weaker channel): that is a configuration error unless
+``allow_tls_downgrade=True``."""
 
 SERVERLESS_DEFAULTS: Mapping[str, float] = MappingProxyType(
     {"timeout": 5.0, "connect_timeout": 2.0, "max_idle": 30.0, "query_timeout": 30.0}
@@ -296,6 +305,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "spillover": _flag,
     "target_session_attrs": _choice("any", "read-write", "read-only"),
     "leak_threshold": _leak_threshold,
+    "allow_tls_downgrade": _flag,
     "password": _password,
     "name": _name,
 }
@@ -369,6 +379,7 @@ class ZonalConfig:
     spillover: bool = False
     target_session_attrs: TargetSessionAttrs = "any"
     leak_threshold: float | None = None
+    allow_tls_downgrade: bool = False
     password: Any = dataclasses.field(default=None, repr=False, compare=False)
     """A string, or a callable returning one (sync or async), for every new
     connection. Never shown in a repr, ``as_dict`` or an error."""
@@ -418,6 +429,8 @@ class ZonalConfig:
         for key in _TABLE[2:]:
             out[key] = getattr(self, key)
         out["leak_threshold"] = self.leak_threshold
+        if self.allow_tls_downgrade:
+            out["allow_tls_downgrade"] = True
         return out
 
     def __repr__(self) -> str:
@@ -427,6 +440,8 @@ class ZonalConfig:
             parts.append(f"version={self.version!r}")
         parts.append(f"zones={zones!r}")
         parts.extend(f"{key}={getattr(self, key)!r}" for key in (*_TABLE[1:], "leak_threshold"))
+        if self.allow_tls_downgrade:
+            parts.append("allow_tls_downgrade=True")
         if self.password is not None:
             parts.append("password=***")
         return f"ZonalConfig({', '.join(parts)})"
@@ -496,6 +511,10 @@ def _normalize(values: Mapping[str, Any], origin: Mapping[str, str]) -> dict[str
             origin.get("local_zone"),
         )
     out["local_zone"] = local
+    try:
+        _check_tls(topology, local, out["allow_tls_downgrade"])
+    except ZonalConfigError as exc:
+        raise _located(exc, origin.get("zones")) from None
     if out["pgbouncer"]:
         for ep in topology.endpoints:
             if "options" in ep.params:
@@ -516,6 +535,47 @@ def _normalize(values: Mapping[str, Any], origin: Mapping[str, str]) -> dict[str
         )
     out["explicit"] = frozenset(explicit)
     return out
+
+
+def _sslmode(ep: Endpoint) -> str:
+    mode = ep.params.get("sslmode", "prefer")
+    if mode not in SSLMODES:
+        raise ZonalConfigError(
+            f"zones[{ep.zone!r}]['params']['sslmode']",
+            f"must be one of {', '.join(map(repr, SSLMODES))}, not {_show(mode)}",
+            fix=f"did you mean {_guess(mode, SSLMODES)!r}?"
+            if _guess(mode, SSLMODES) else "sslmode='verify-full'",
+        )
+    return mode
+
+
+def _check_tls(topology: Topology, local: str, allowed: bool) -> None:
+    """No failover may downgrade TLS: every endpoint is at least as strong as the
+    strongest endpoint of the local zone, unless ``allow_tls_downgrade``."""
+    modes = [(ep, _sslmode(ep)) for ep in topology.endpoints]
+    if allowed:
+        return
+    rank = SSLMODES.index
+    # Only a mode the local zone asks for is a requirement; unset elsewhere is "prefer".
+    floor = max((rank(m) for ep, m in modes if ep.zone == local and "sslmode" in ep.params),
+                default=0)
+    weaker = [(ep, m) for ep, m in modes if rank(m) < floor]
+    if not weaker:
+        return
+    ep, mode = weaker[0]
+    zones = sorted({e.zone for e, _ in weaker})
+    strong = SSLMODES[floor]
+    where = (f"zone {local!r}" if ep.zone != local
+             else f"another endpoint of zone {local!r}")
+    raise ZonalConfigError(
+        f"zones[{ep.zone!r}]['params']['sslmode']",
+        f"{mode!r} is weaker than {strong!r} of {where} (the local zone): a failover to "
+        f"{', '.join(map(repr, zones))} would downgrade TLS"
+        + (" (no sslmode means libpq's default, 'prefer')" if "sslmode" not in ep.params
+           else ""),
+        fix=f"sslmode={strong!r} (and its certificates) for zone {ep.zone!r} too, "
+            "or allow_tls_downgrade=True if that zone is trusted",
+    )
 
 
 # -- sources ------------------------------------------------------------------------------

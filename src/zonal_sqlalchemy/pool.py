@@ -45,7 +45,7 @@ _OPTION_NAMES = (
     "max_lifetime", "max_idle", "min_idle", "pre_ping", "ping_bypass", "ping_timeout",
     "query_timeout", "pgbouncer", "session_state", "serverless", "failback_after",
     "spillover", "target_session_attrs", "topology", "version", "name", "leak_threshold",
-    "password",
+    "password", "allow_tls_downgrade",
 )
 
 
@@ -148,6 +148,7 @@ class ZonalPool(Pool):
         name: str | None = None,
         leak_threshold: float | None = None,
         password: Any = None,
+        allow_tls_downgrade: bool | None = None,
         recycle: float | None = None,
         max_overflow: int | None = None,
         use_lifo: bool | None = None,

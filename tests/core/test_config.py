@@ -163,7 +163,8 @@ pool_size = 4
 timeout = "12"
 
 [zones]
-a = "10.0.1.5:6432"
+# zone b (local) asks for TLS: a failover to a must not downgrade it
+a = { endpoints = ["10.0.1.5:6432"], params = { sslmode = "require" } }
 
 [zones.b]
 endpoints = ["10.0.2.5:6432", "[fd00::5]:6432"]
