@@ -21,7 +21,7 @@ Flask (WSGI)::
     @app.post("/items")
     def add_item():
         current_session().add(Item(name=request.json["name"]))  # committed on 2xx/3xx
-        return {"ok": True}
+        return {"ok": True}                  # (or request.environ["zonal.session"])
 
 FastAPI / Starlette (ASGI)::
 
@@ -35,11 +35,15 @@ FastAPI / Starlette (ASGI)::
                                   poolclass=ZonalAsyncPool, zones={...}, serverless=True)
     app = FastAPI()
     app.add_middleware(ZonalASGIMiddleware, aengine)
-    DB = Annotated[AsyncSession, Depends(current_async_session)]
+
+    async def get_db() -> AsyncSession:      # async: FastAPI runs plain defs in threads
+        return current_async_session()       # (or request.state.zonal_session)
+
+    DB = Annotated[AsyncSession, Depends(get_db)]
 
     @app.post("/items")
-    async def add_item(name: str, db: DB):   # or request.state.zonal_session
-        db.add(Item(name=name))
+    async def add_item(name: str, db: DB):
+        db.add(Item(name=name))              # committed on 2xx/3xx, else rolled back
         return {"ok": True}
 
 Semantics (the same for WSGI and ASGI):
@@ -67,8 +71,17 @@ Semantics (the same for WSGI and ASGI):
   ``expire_on_commit=False``, so objects loaded by the handler can still be read by
   the body (pass your own ``sessionmaker`` to choose otherwise).
 * **Released always**: at the end of the body (WSGI ``close()``; ASGI when the app
-  returns, after background tasks), on errors, on disconnects and on cancellation —
-  the ASGI cleanup runs shielded from the cancellation and re-raises it after.
+  returns, after background tasks, whose work is ended by the same rule), on errors,
+  on disconnects and on cancellation — the ASGI cleanup runs shielded from the
+  cancellation (asyncio's or an anyio cancel scope's) and re-raises it after. An ASGI
+  app that returns without sending its last chunk (Starlette does when the client
+  disconnects mid-stream) has its body's work rolled back.
+* **Failed commits.** The handler's commit fails before the status is sent: the
+  exception propagates out of the middleware, so the server (or an outer error
+  middleware such as Starlette's ``ServerErrorMiddleware``) answers 500. A failed
+  commit of the body's own work aborts the response before its end.
+* A WSGI app that calls ``start_response`` only from inside its body iterator has
+  all its work ended once the body is exhausted, since its status is unknown before.
 * **Serverless**: when the engine's pool is a ``ZonalPool`` with ``serverless=True``
   (or ``trim=True``), every zone is trimmed to ``min_idle`` after the response.
 
@@ -190,8 +203,15 @@ def current_connection() -> Connection:
 
 
 def current_async_session() -> AsyncSession:
-    """The AsyncSession of the current ASGI request (``scope="session"``); usable as
-    a FastAPI dependency: ``Annotated[AsyncSession, Depends(current_async_session)]``."""
+    """The AsyncSession of the current ASGI request (``scope="session"``).
+
+    As a FastAPI dependency, wrap it in an ``async def`` (FastAPI runs a plain
+    function dependency in its thread pool, which works but costs a thread hop):
+
+    >>> async def get_db() -> AsyncSession:      # doctest: +SKIP
+    ...     return current_async_session()
+    >>> DB = Annotated[AsyncSession, Depends(get_db)]   # doctest: +SKIP
+    """
     return _current_async_db().session
 
 
@@ -356,6 +376,12 @@ class ZonalWSGIMiddleware:
             raise
         finally:
             _current.reset(token)
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if status and isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+            # A file (send_file) runs no query: release now and hand the server its
+            # own wrapper back, so it can still use sendfile().
+            self._release(db)
+            return body
         return _Body(self, db, body, status)
 
     def _release(self, db: RequestDB) -> None:

@@ -5,6 +5,7 @@ path (errors, streaming, disconnects, cancellation), trimming in serverless mode
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,7 +15,7 @@ import anyio
 import httpx
 import psycopg
 import pytest
-from flask import Flask, abort, redirect
+from flask import Flask, abort, redirect, send_file
 from flask import request as flask_request
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, StreamingResponse
 from starlette.routing import Route
+from werkzeug.test import EnvironBuilder
+from werkzeug.wsgi import FileWrapper
 
 from tests.sqlalchemy.conftest import url_of
 from zonal_core import ZonalConfigError
@@ -171,6 +174,11 @@ def flask_app(engine_or_maker: Any, **options: Any) -> Flask:
         add(name)  # deferred: fails only at commit
         return "ok"
 
+    @app.post("/file/<name>")
+    def file(name: str) -> Any:
+        add(name)
+        return send_file(io.BytesIO(b"file data"), mimetype="text/plain")
+
     @app.get("/nodb")
     def nodb() -> str:
         return "no database"
@@ -309,6 +317,26 @@ def test_flask_streaming_body_closed_early_rolls_back_and_releases(
     resp.close()  # the client went away
     assert stats(engine).in_use == 0
     assert db.names() == {"early"}
+
+
+def test_flask_file_response_keeps_the_servers_file_wrapper(db: DB, make_engine: Any) -> None:
+    engine = make_engine(serverless=True)
+    app = flask_app(engine)
+    environ = EnvironBuilder(path="/file/sent", method="POST").get_environ()
+    environ["wsgi.file_wrapper"] = FileWrapper  # what gunicorn gives, for sendfile()
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return None
+
+    body = app.wsgi_app(environ, start_response)
+    assert isinstance(body, FileWrapper)  # not wrapped: the server may still sendfile()
+    assert statuses == ["200 OK"]
+    assert (stats(engine).in_use, stats(engine).open) == (0, 0)  # released and trimmed
+    assert b"".join(body) == b"file data"
+    body.close()
+    assert db.names() == {"sent"}
 
 
 def test_flask_sessionmaker_and_connection_scope(db: DB, make_engine: Any) -> None:
@@ -670,8 +698,11 @@ def test_asgi_sessionmaker_and_connection_scope(db: DB) -> None:
 
 def test_fastapi(db: DB) -> None:
     fastapi = pytest.importorskip("fastapi")
+    async def get_db() -> AsyncSession:
+        return current_async_session()
+
     # (a default, not Annotated: a local alias does not resolve under __future__ annotations)
-    session_dep = fastapi.Depends(current_async_session)
+    session_dep = fastapi.Depends(get_db)
 
     async def main() -> None:
         engine = async_engine(db, serverless=True)
