@@ -26,6 +26,7 @@ __all__ = [
     "find_pgbouncer",
     "find_postgres",
     "pgbouncer_version",
+    "supports_tls",
 ]
 
 _PGBOUNCER_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/opt/homebrew/bin")
@@ -112,12 +113,29 @@ def _candidates() -> list[tuple[Path, str]]:
     return found
 
 
-def find_postgres() -> PgBinaries:
-    """The PostgreSQL installation the lab uses; :class:`LabError` if there is none."""
+@functools.cache
+def supports_tls(bindir: Path) -> bool:
+    """True if the ``postgres`` of ``bindir`` was built with SSL (the wheel's is not):
+    a build without it carries the message it refuses ``ssl = on`` with."""
+    try:
+        return b"SSL is not supported by this build" not in (bindir / "postgres").read_bytes()
+    except OSError:
+        return False
+
+
+def find_postgres(*, tls: bool = False) -> PgBinaries:
+    """The PostgreSQL installation the lab uses; :class:`LabError` if there is none.
+    With ``tls``, the first one built with SSL support."""
     candidates = _candidates()
     for path, source in candidates:
-        if _is_bindir(path):
+        if _is_bindir(path) and (not tls or supports_tls(path.resolve())):
             return PgBinaries(path.resolve(), source)
+    if tls and any(_is_bindir(path) for path, _ in candidates):
+        raise LabError(
+            "tls=True needs a PostgreSQL built with SSL support, and none of the "
+            "installations found has it (fix: install your distribution's PostgreSQL "
+            "server, or set ZONAL_LAB_PG_BIN to a folder holding one)"
+        )
     if os.environ.get("ZONAL_LAB_PG_BIN"):
         env = os.environ["ZONAL_LAB_PG_BIN"]
         raise LabError(f"ZONAL_LAB_PG_BIN={env!r} holds no initdb and postgres")

@@ -32,6 +32,7 @@ from zonal_lab.postgres import PostgresServer, make_template
 from zonal_lab.proxy import FaultProxy
 from zonal_lab.reaper import Reaper
 from zonal_lab.runas import RunAs
+from zonal_lab.tls import LabTLS, make_tls
 
 if TYPE_CHECKING:
     import psycopg
@@ -257,6 +258,11 @@ class Lab:
     ``postgresql.conf`` takes); ``pgbouncer_settings`` into every ``pgbouncer.ini``
     (transaction pooling unless ``pool_mode`` says otherwise). Servers run as the
     current user, or as ``ZONAL_LAB_USER`` (default ``nobody``) when that is root.
+
+    ``tls=True``: every PostgreSQL server serves TLS with a certificate for
+    ``127.0.0.1`` and ``localhost`` signed by a CA made for this lab;
+    :attr:`tls` then holds the files (``lab.tls.params()`` are per-zone driver
+    parameters that verify it). PgBouncer's client side stays plain text.
     """
 
     def __init__(
@@ -270,6 +276,7 @@ class Lab:
         user: str = "zonal",
         database: str = "zonal",
         start_timeout: float = 30.0,
+        tls: bool = False,
     ) -> None:
         names = list(zones)
         if not names:
@@ -292,10 +299,13 @@ class Lab:
         self.started_in: float | None = None  # seconds start() took
         self._zones: dict[str, Zone] = {}
         self._reaper: Reaper | None = None
+        self._want_tls = bool(tls)
+        self.tls: LabTLS | None = None  # the CA and certificate, once started with tls=True
 
     def __repr__(self) -> str:
         state = "running" if self._zones else "stopped"
-        return f"<Lab zones={self.names!r} pgbouncer={self.pgbouncer} {state}>"
+        tls = " tls" if self._want_tls else ""
+        return f"<Lab zones={self.names!r} pgbouncer={self.pgbouncer}{tls} {state}>"
 
     # -- access ------------------------------------------------------------------
 
@@ -374,7 +384,7 @@ class Lab:
         reaper.folder(base)
         if runas.switch:
             runas.give(base)  # empty yet: only the folder itself changes hands
-        bins = find_postgres().reachable_by(runas, base / "pg")
+        bins = find_postgres(tls=self._want_tls).reachable_by(runas, base / "pg")
         self.binaries = bins
         template = base / "template"
         make_template(
@@ -385,12 +395,15 @@ class Lab:
             database=self.database,
             runas=runas,
         )
+        if self._want_tls:
+            self.tls = make_tls(base / "tls")
         ports = iter(_free_ports(2 * len(self.names)))
         for name in self.names:
             server = PostgresServer(
                 bins, base / f"zone-{name}", next(ports), runas, self.server_settings
             )
             server.on_start = reaper.watch
+            server.tls = self.tls
             zone = Zone(self, name, server)
             self._zones[name] = zone
             if bouncer_program is not None:
@@ -438,6 +451,7 @@ class Lab:
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
+        self.tls = None
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None

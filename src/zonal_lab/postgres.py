@@ -7,6 +7,7 @@ a copy of it.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from zonal_lab import procs
 from zonal_lab.binaries import PgBinaries
 from zonal_lab.errors import LabError
 from zonal_lab.runas import RunAs
+from zonal_lab.tls import LabTLS
 
 __all__ = ["DEFAULT_SERVER_SETTINGS", "PostgresServer", "make_template"]
 
@@ -124,16 +126,27 @@ class PostgresServer:
         self.logfile = datadir.parent / f"{datadir.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self.on_start: Callable[[int], None] | None = None  # told each new PID
+        self.tls: LabTLS | None = None  # serve TLS with these files (Lab(tls=True))
 
     def __repr__(self) -> str:
         return f"<PostgresServer port={self.port} pid={self.pid}>"
 
     def configure(self) -> None:
-        """Write the port and settings into ``postgresql.auto.conf`` (read last, wins)."""
+        """Write the port and settings into ``postgresql.auto.conf`` (read last, wins);
+        with :attr:`tls`, copy the certificate and key in and turn ``ssl`` on."""
+        tls_settings: dict[str, object] = {}
+        if self.tls is not None:
+            # in the data folder, so they change hands with it; the key stays 0600
+            shutil.copyfile(self.tls.server_cert, self.datadir / "server.crt")
+            shutil.copyfile(self.tls.server_key, self.datadir / "server.key")
+            (self.datadir / "server.key").chmod(0o600)
+            tls_settings = {"ssl": True, "ssl_cert_file": "server.crt",
+                            "ssl_key_file": "server.key"}
         lines = [
             f"{key} = {_conf_value(value)}"
             for key, value in {
                 **self.settings,
+                **tls_settings,
                 "listen_addresses": "127.0.0.1",
                 "port": self.port,
                 "unix_socket_directories": "",
