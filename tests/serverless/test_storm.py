@@ -1,0 +1,26 @@
+"""4. Deploy storm: 60 new instances at once against max_connections=30, no PgBouncer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.serverless import deploy_storm
+
+N = 60
+
+
+def test_deploy_storm_zonal_no_request_fails(small_lab: Any, figures: Any) -> None:
+    """'too many clients' (53300) is retried with full jitter inside timeout."""
+    f = figures(deploy_storm(small_lab, n=N, pool="zonal", hold=0.3, timeout=5.0))
+    assert f["server_max_connections"] == "30"
+    assert f["failed"] == 0, f["error_samples"]
+    assert f["ok"] == N
+    assert f["retries_total"] > 0  # the storm did hit the limit
+    assert f["drain_s"] < 5.0
+    assert f["connections_held_after"] == 0  # trimmed at request end
+
+
+def test_deploy_storm_queuepool_comparison(small_lab: Any, figures: Any) -> None:
+    f = figures(deploy_storm(small_lab, n=N, pool="queuepool", hold=0.3, timeout=5.0))
+    assert f["failed"] > 0
+    assert "too many clients" in " ".join(f["error_samples"])
