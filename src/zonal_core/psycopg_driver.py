@@ -224,9 +224,17 @@ def bounded_ping(conn: Any, timeout: float, ping: Callable[[], Any]) -> Any:
         bounds.on_timeout = hook
 
 
-def server_params(config: ZonalConfig, endpoint: Endpoint) -> dict[str, Any]:
+def server_params(config: ZonalConfig, endpoint: Endpoint,
+                  user_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Connection parameters zonal adds for ``endpoint``: host, port, the zone's
-    own parameters (sslmode...), and the serverless server-side reapers."""
+    own parameters (sslmode...), and the serverless server-side reapers.
+
+    ``user_params`` are the user's own connect arguments, which the result is
+    applied over: the reapers go *before* the zone's and the user's startup
+    ``options`` (a ``-c`` given later wins, so an explicit ``idle_session_timeout``
+    beats the profile's), and keepalive settings the user gave are kept.
+    """
+    user = user_params or {}
     params: dict[str, Any] = {"host": endpoint.host, "port": endpoint.port}
     params.update(endpoint.params)
     if endpoint.user:
@@ -235,8 +243,11 @@ def server_params(config: ZonalConfig, endpoint: Endpoint) -> dict[str, Any]:
         params["password"] = endpoint.password
     reapers = reaper_seconds(config)
     if reapers is not None:
-        params["options"] = reaper_options(*reapers)
-        params.update(keepalive_kwargs())
+        theirs = [str(o) for o in (user.get("options"), params.get("options")) if o]
+        params["options"] = " ".join([reaper_options(*reapers), *theirs])
+        for key, value in keepalive_kwargs().items():
+            if key not in user and key not in params:
+                params[key] = value
     return params
 
 
@@ -276,7 +287,7 @@ class PsycopgDriver:
         params = dict(self.base)
         if self.config.password is not None:
             params["password"] = resolve(self.config.password)
-        params.update(server_params(self.config, endpoint))  # an endpoint's own wins
+        params.update(server_params(self.config, endpoint, params))  # an endpoint's own wins
         return params
 
     def connect(self, endpoint: Endpoint, timeout: float) -> ZonalConnection:
