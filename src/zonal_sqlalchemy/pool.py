@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy.pool import Pool
 from sqlalchemy.pool.base import _ConnectionRecord
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
 
 from zonal_core import errors as core_errors
 from zonal_core.clock import Clock
@@ -306,10 +307,31 @@ class ZonalPool(Pool):
 
 
 class ZonalAsyncPool(ZonalPool):
-    """:class:`ZonalPool` for ``create_async_engine`` (psycopg async, asyncpg)."""
+    """:class:`ZonalPool` for ``create_async_engine`` (psycopg async, asyncpg).
+
+    Closing an asyncio connection needs SQLAlchemy's greenlet: from async code call
+    ``await engine.pool.atrim()`` (``trim()`` works where SQLAlchemy already runs
+    the pool, as in event handlers).
+    """
 
     _is_asyncio = True
     _core_class = _GreenletZonedPool
+
+    def trim(self, min_idle: int | None = None) -> int:
+        if not in_greenlet():
+            raise core_errors.ZonalError(
+                "ZonalAsyncPool.trim() closes asyncio connections and must run in "
+                "SQLAlchemy's greenlet: use `await engine.pool.atrim()`")
+        return super().trim(min_idle)
+
+    async def atrim(self, min_idle: int | None = None) -> int:
+        """Close idle connections down to ``min_idle`` per zone, from async code."""
+        n: int = await greenlet_spawn(super().trim, min_idle)
+        return n
+
+    async def adispose(self) -> None:
+        """:meth:`dispose` from async code (``await engine.dispose()`` does this)."""
+        await greenlet_spawn(self.dispose)
 
 
 def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int | None,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from tests.sqlalchemy.conftest import url_of
+from zonal_core import ZonalError
 from zonal_sqlalchemy import PoolTimeout, ZonalAsyncPool
 
 DRIVERS = ["psycopg", "asyncpg"]
@@ -141,6 +142,11 @@ def test_trim_runs_in_the_greenlet(lab: Any, driver: str) -> None:
             assert engine.pool.stats().zones["a"].idle == 3
             closed = await greenlet_spawn(engine.sync_engine.pool.trim, 0)
             assert closed == 3 and engine.pool.stats().open == 0
+            for c in [await engine.connect().start() for _ in range(2)]:
+                await c.close()
+            with pytest.raises(ZonalError, match="atrim"):
+                engine.sync_engine.pool.trim()  # outside the greenlet: a clear error
+            assert await engine.sync_engine.pool.atrim(0) == 2
         finally:
             await engine.dispose()
     asyncio.run(main())
