@@ -230,10 +230,17 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         try:
             _give_back(pool, rec)
         finally:
-            # The connection is the pool's again: this wrapper must not touch it,
-            # even when Django keeps the wrapper "closed in transaction".
-            self.connection = None
+            # The connection is the pool's again: this wrapper must not touch it. In
+            # an atomic block Django expects a closed connection that fails every use
+            # (and never a silent reconnect), as the stock backend gives.
+            self.connection = _CLOSED if self.in_atomic_block else None
         return None
+
+    def is_usable(self) -> bool:
+        # Django 4.2's version assumes a connection; 5.1+ checks for None as here.
+        if self.connection is None:
+            return False
+        return bool(super().is_usable())
 
     def close_pool(self) -> None:
         """Close this alias's pools in this process (idle connections now, borrowed
@@ -275,6 +282,33 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         pools.close_alias(self.alias)
         with super()._nodb_cursor() as cursor:
             yield cursor
+
+
+class _ClosedConnection:
+    """Stands for a connection given back to the pool inside an atomic block:
+    every use raises ``InterfaceError``, as a closed psycopg connection does."""
+
+    closed = True
+    broken = False
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise psycopg.InterfaceError("the connection is closed (returned to the zonal pool)")
+
+    cursor = execute = commit = rollback = _fail
+
+    @property
+    def autocommit(self) -> bool:
+        return self._fail()  # type: ignore[no-any-return]
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        self._fail()
+
+    def close(self) -> None:
+        pass
+
+
+_CLOSED = _ClosedConnection()
 
 
 def _give_back(pool: ZonedPool, rec: PooledConnection) -> None:
