@@ -1,0 +1,779 @@
+"""The scenarios of ``zonal bench`` (issue 7), each a function of a :class:`Context`.
+
+A scenario returns a plain dict (JSON as is)::
+
+    {"title": ..., "what": ..., "columns": [[key, header], ...], "rows": [{...}],
+     "notes": [...], "headline": [...], "plot": {...}}
+
+Every requested subject gets a row in every scenario: its figures, or
+``"skipped"`` with the reason. Ratios are always against a peer measured in the
+same run (QueuePool unless the column says otherwise). Every loop is bounded by a
+request count and a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.subjects import KINDS, LABELS, Subject, Target, make_subject
+from benchmarks.workload import Run, median, percentile, run_workload
+
+__all__ = ["SCENARIOS", "Context"]
+
+Result = dict[str, Any]
+
+
+@dataclass
+class Context:
+    """What every scenario gets: the lab, the subjects, the mode, a progress line."""
+
+    lab: Any
+    subjects: list[str]
+    quick: bool = False
+    progress: Callable[[str], None] = lambda line: None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+    def target(self, zones: Sequence[str] = ("a",), *, pgbouncer: bool = False,
+               proxy: bool = False) -> Target:
+        eps = self.lab.zones(pgbouncer=pgbouncer, proxy=proxy)
+        return Target(self.lab.user, self.lab.password, self.lab.database,
+                      {z: eps[z] for z in zones}, pgbouncer)
+
+    def zone_of_port(self) -> dict[int, str]:
+        return {z.postgres.port: z.name for z in self.lab}
+
+    @property
+    def has_pgbouncer(self) -> bool:
+        return bool(self.lab is not None and self.lab.pgbouncer)
+
+
+def _skip(kind: str, why: str, **extra: Any) -> dict[str, Any]:
+    return {"subject": kind, "label": LABELS[kind], "skipped": why, **extra}
+
+
+def _r(value: float | None, nd: int = 2) -> float | None:
+    return None if value is None else round(value, nd)
+
+
+@contextlib.contextmanager
+def _subject(kind: str, target: Target, **kw: Any) -> Iterator[Subject]:
+    s = make_subject(kind, target, **kw)
+    try:
+        yield s
+    finally:
+        with contextlib.suppress(Exception):
+            s.close()
+
+
+def _verdict(ratio: float | None, *, higher_is_better: bool, peer: str) -> str:
+    """Plain words for a zonal-vs-peer ratio (zonal / peer)."""
+    if ratio is None:
+        return "—"
+    better = ratio > 1.0 if higher_is_better else ratio < 1.0
+    if abs(ratio - 1.0) < 0.03:
+        return f"even with {peer}"
+    return f"zonal {'wins' if better else 'LOSES'} vs {peer}"
+
+
+# -- 1. overhead ----------------------------------------------------------------
+
+
+def overhead(ctx: Context) -> Result:
+    from benchmarks import overhead as ov
+
+    ops = ctx.pick(30_000, 200_000)
+    rounds = ctx.pick(3, 7)
+    rows: list[dict[str, Any]] = []
+    headline: list[str] = []
+    bars: dict[str, list[float]] = {"zonal": [], "queuepool": []}
+    groups: list[str] = []
+    for threads in (1, 4):
+        ctx.progress(f"overhead: {threads} thread(s), {rounds} rounds of {ops} ops")
+        res = ov.measure(threads, ops, rounds)
+        ratio = res["zonal"] / res["queuepool"]
+        rows.append({"subject": "zonal", "label": LABELS["zonal"], "threads": threads,
+                     "us": _r(res["zonal"]), "ratio": _r(ratio), "target": "<= 1.0x",
+                     "verdict": ("met" if ratio <= 1.0 else "MISSED") + "; "
+                     + _verdict(ratio, higher_is_better=False, peer="QueuePool")})
+        if "queuepool" in ctx.subjects:
+            rows.append({"subject": "queuepool", "label": LABELS["queuepool"],
+                         "threads": threads, "us": _r(res["queuepool"]), "ratio": 1.0})
+        headline.append(f"Overhead, {threads} thread{'s' if threads > 1 else ''}: zonal "
+                        f"{ratio:.2f}x QueuePool's time per checkout+checkin "
+                        f"({res['zonal']:.2f} vs {res['queuepool']:.2f} µs; target <= 1.0x "
+                        f"{'met' if ratio <= 1.0 else 'MISSED'})")
+        groups.append(f"{threads} thread{'s' if threads > 1 else ''}")
+        bars["zonal"].append(res["zonal"])
+        bars["queuepool"].append(res["queuepool"])
+    for kind in ctx.subjects:
+        if kind not in ("zonal", "queuepool"):
+            rows.append(_skip(kind, "needs a real connection: the fake-driver measure takes "
+                                    "pools built on a creator (zonal core, QueuePool)"))
+    return {
+        "title": "1. Overhead: checkout + checkin, fake driver",
+        "what": f"µs per checkout+checkin (median of {rounds} interleaved rounds of {ops} "
+                "ops), zonal's core vs SQLAlchemy's QueuePool, both on a connection that "
+                "costs nothing (benchmarks/overhead.py).",
+        "columns": [["threads", "threads"], ["label", "subject"], ["us", "µs/op"],
+                    ["ratio", "vs QueuePool"],
+                    ["target", "target"], ["verdict", "verdict"]],
+        "rows": rows, "headline": headline, "notes": [],
+        "plot": {"kind": "bars", "ylabel": "µs per checkout+checkin (lower is better)",
+                 "groups": groups,
+                 "series": {LABELS[k]: v for k, v in bars.items()}},
+    }
+
+
+# -- 2. pre-ping cost -------------------------------------------------------------
+
+
+def _throughput(s: Subject, threads: int, seconds: float, sql: str = "select 1") -> Run:
+    run_workload(lambda: s.query(sql), threads=threads, duration=min(0.3, seconds / 3),
+                 max_requests=2_000)  # warm: connections open, caches filled
+    return run_workload(lambda: s.query(sql), threads=threads, duration=seconds,
+                        max_requests=2_000_000)
+
+
+def preping(ctx: Context) -> Result:
+    seconds = ctx.pick(1.0, 4.0)
+    rounds = ctx.pick(1, 3)
+    threads = 4
+    target = ctx.target(("a",))
+    rows: list[dict[str, Any]] = []
+    headline: list[str] = []
+    groups: list[str] = []
+    series: dict[str, list[float]] = {"pre-ping off": [], "pre-ping on": []}
+    for kind in ctx.subjects:
+        if kind == "nullpool":
+            rows.append(_skip(kind, "opens a new connection per checkout: nothing to ping"))
+            continue
+        tput: dict[bool, list[float]] = {False: [], True: []}
+        label = ""
+        for rnd in range(rounds):
+            for ping in (False, True):
+                with _subject(kind, target, size=threads, ping=ping) as s:
+                    ctx.progress(f"pre-ping: {s.label}, round {rnd + 1}/{rounds}, "
+                                 f"{threads} threads, {seconds:.0f} s")
+                    run = _throughput(s, threads, seconds)
+                    tput[ping].append(run.throughput())
+                    label = label or LABELS[kind]
+        off, on = median(tput[False]) or 0.0, median(tput[True]) or 0.0
+        kept = on / off if off else None
+        row = {"subject": kind, "label": label, "off": _r(off, 0), "on": _r(on, 0),
+               "kept": _r(None if kept is None else kept * 100, 1)}
+        if kind == "zonal":
+            row["target"] = ">= 95%"
+            row["verdict"] = "met" if kept is not None and kept >= 0.95 else "MISSED"
+        rows.append(row)
+        groups.append(LABELS[kind])
+        series["pre-ping off"].append(off)
+        series["pre-ping on"].append(on)
+    by = {r["subject"]: r for r in rows if "skipped" not in r}
+    z = by.get("zonal")
+    if z:
+        line = f"Pre-ping: zonal keeps {z['kept']}% of its no-ping SELECT 1 throughput " \
+               f"(target >= 95% {z['verdict']})"
+        if "queuepool" in by:
+            line += f"; QueuePool keeps {by['queuepool']['kept']}%"
+        headline.append(line)
+    notes = ["zonal skips the ping for a connection used less than ping_bypass (0.5 s) ago; "
+             "QueuePool (pool_pre_ping) pings on every checkout; psycopg_pool's "
+             "check=check_connection and Django's CONN_HEALTH_CHECKS with a pool check every "
+             "checkout too."]
+    return {
+        "title": "2. Pre-ping cost: SELECT 1 throughput, pre-ping off vs on",
+        "what": f"requests/s of `SELECT 1` (checkout, query, checkin), {threads} threads, "
+                f"pool of {threads}, zone a direct, {seconds:g} s per measure, median of "
+                f"{rounds} round(s).",
+        "columns": [["label", "subject"], ["off", "req/s, no ping"], ["on", "req/s, ping"],
+                    ["kept", "% kept"], ["target", "target"], ["verdict", "verdict"]],
+        "rows": rows, "headline": headline, "notes": notes,
+        "plot": {"kind": "bars", "ylabel": "SELECT 1 per second (higher is better)",
+                 "groups": groups, "series": series},
+    }
+
+
+# -- 3. throughput ------------------------------------------------------------------
+
+
+def throughput(ctx: Context) -> Result:
+    seconds = ctx.pick(0.8, 4.0)
+    thread_counts = ctx.pick((4, 64), (4, 16, 64))
+    rounds = ctx.pick(1, 3)
+    size = 16
+    paths = [False, True] if ctx.has_pgbouncer else [False]
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    if not ctx.has_pgbouncer:
+        notes.append("PgBouncer is not installed here: only direct connections measured.")
+    plot_groups: list[str] = []
+    plot_series: dict[str, list[float]] = {LABELS[k]: [] for k in ctx.subjects}
+    for pgb in paths:
+        path = "PgBouncer" if pgb else "direct"
+        target = ctx.target(("a",), pgbouncer=pgb)
+        for threads in thread_counts:
+            cell: dict[str, dict[str, Any]] = {}
+            tputs: dict[str, list[float]] = {}
+            lats: dict[str, list[float]] = {}
+            errs: dict[str, int] = {}
+            for rnd in range(rounds):  # rounds interleave subjects: noise hits all alike
+                for kind in ctx.subjects:
+                    if kind == "nullpool" and not pgb:
+                        cell[kind] = _skip(kind, "NullPool is measured behind PgBouncer only",
+                                           path=path, threads=threads)
+                        continue
+                    with _subject(kind, target, size=size) as s:
+                        ctx.progress(f"throughput: {path}, {threads} threads, {s.label}, "
+                                     f"{seconds:g} s, round {rnd + 1}/{rounds}")
+                        run = _throughput(s, threads, seconds)
+                    tputs.setdefault(kind, []).append(run.throughput())
+                    lats.setdefault(kind, []).extend(run.latencies_ms())
+                    errs[kind] = errs.get(kind, 0) + len(run.errors())
+            for kind, values in tputs.items():
+                lat = lats[kind]
+                cell[kind] = {"subject": kind, "label": LABELS[kind], "path": path,
+                              "threads": threads, "rps": _r(median(values), 0),
+                              "p50": _r(percentile(lat, 50), 3),
+                              "p99": _r(percentile(lat, 99), 3), "errors": errs[kind],
+                              "rounds": [round(v) for v in values]}
+            cell = {k: cell[k] for k in ctx.subjects if k in cell}
+            peer = cell.get("queuepool", {}).get("rps")
+            for row in cell.values():
+                if peer and row.get("rps") is not None:
+                    row["vs_qp"] = _r(row["rps"] / peer)
+            z = cell.get("zonal", {})
+            others = {k: r for k, r in cell.items() if k != "zonal" and r.get("rps")}
+            if z.get("rps") and others:
+                best = max(others, key=lambda k: others[k]["rps"])
+                ratio = z["rps"] / others[best]["rps"]
+                z["verdict"] = _verdict(ratio, higher_is_better=True,
+                                        peer=f"best other ({LABELS[best]}, {ratio:.2f}x)")
+            rows.extend(cell.values())
+            plot_groups.append(f"{path}\n{threads} thr")
+            for kind in ctx.subjects:
+                plot_series[LABELS[kind]].append(float(cell[kind].get("rps") or 0.0))
+    headline = []
+    for pgb in paths:
+        path = "PgBouncer" if pgb else "direct"
+        zr = [r for r in rows if r["subject"] == "zonal" and r["path"] == path and "vs_qp" in r]
+        if zr:
+            headline.append(f"Throughput ({path}): zonal " + ", ".join(
+                f"{r['vs_qp']:.2f}x QueuePool at {r['threads']} threads" for r in zr))
+    notes.append(f"Pool of {size} connections for every pooled subject (QueuePool "
+                 "max_overflow=0, psycopg_pool min_size=4 max_size=16); behind PgBouncer "
+                 "every psycopg subject has prepare_threshold=None (transaction mode needs it).")
+    notes.append("With 64 threads on a pool of 16 most of p99 is the wait for a free "
+                 "connection, not the query.")
+    return {
+        "title": "3. Throughput and latency against one zone",
+        "what": f"`SELECT 1` per second and p50/p99 latency (ms) with 4-64 client threads, "
+                f"{seconds:g} s per measure, req/s the median of {rounds} interleaved "
+                "round(s), latencies over all of them; zone a direct and through its PgBouncer "
+                "(transaction mode); `vs QP` is req/s relative to QueuePool in the same cell.",
+        "columns": [["path", "path"], ["threads", "threads"], ["label", "subject"],
+                    ["rps", "req/s"], ["vs_qp", "vs QP"], ["p50", "p50 ms"],
+                    ["p99", "p99 ms"], ["errors", "errors"], ["verdict", "verdict"]],
+        "rows": rows, "headline": headline, "notes": notes,
+        "plot": {"kind": "bars", "ylabel": "SELECT 1 per second (higher is better)",
+                 "groups": plot_groups, "series": plot_series},
+    }
+
+
+# -- 4. failover --------------------------------------------------------------------
+
+
+def _failover_subjects(ctx: Context) -> list[tuple[str, bool, bool, dict[str, Any]]]:
+    """(kind, ping, via PgBouncer, extra zonal options) as a user would configure
+    each for failover. ``--quick`` keeps zonal and QueuePool + pre-ping."""
+    out: list[tuple[str, bool, bool, dict[str, Any]]] = []
+    for kind in ctx.subjects:
+        if kind == "zonal":
+            out.append(("zonal", True, False, {}))
+            if not ctx.quick:  # the bypass window's price, shown: ping every checkout
+                out.append(("zonal", True, False, {"ping_bypass": 0}))
+        elif kind == "queuepool":
+            if not ctx.quick:
+                out.append(("queuepool", False, False, {}))
+            out.append(("queuepool", True, False, {}))
+        elif ctx.quick:
+            continue
+        elif kind == "nullpool":
+            if ctx.has_pgbouncer:
+                out.append(("nullpool", False, True, {}))
+        else:
+            out.append((kind, True, False, {}))
+    return out
+
+
+def _sustained_local(run: Run, since: float, local: str, zone_of: dict[int, str],
+                     min_samples: int, min_span: float) -> float | None:
+    """Earliest time after ``since`` from which every request was served locally
+    without error (at least ``min_samples`` of them over ``min_span`` s)."""
+    tail: list[float] = []
+    for s in reversed(run.samples):
+        if s.start < since:
+            break
+        if s.error is None and zone_of.get(s.value) == local:
+            tail.append(s.start)
+        else:
+            break
+    if len(tail) >= min_samples and tail[0] - tail[-1] >= min_span:
+        return tail[-1]
+    return None
+
+
+def failover(ctx: Context) -> Result:
+    pre = ctx.pick(0.8, 2.0)
+    after = ctx.pick(3.0, 8.0)
+    back_window = ctx.pick(5.0, 20.0)
+    failback_after = ctx.pick(1.0, 5.0)
+    threads, think = 4, 0.01
+    zone_of = ctx.zone_of_port()
+    zonal_opts = {"connect_timeout": 2, "query_timeout": 2, "ping_timeout": 1,
+                  "failback_after": failback_after, "pool_timeout": 10}
+    rows: list[dict[str, Any]] = []
+    timelines: list[dict[str, Any]] = []
+    faults = ("kill", "pause")
+    for fault in faults:
+        for kind, ping, pgb, extra in _failover_subjects(ctx):
+            target = ctx.target(("a", "b"), pgbouncer=pgb)
+            zone = ctx.lab["a"]
+            do_fault = zone.kill if fault == "kill" else zone.pause
+            repair = zone.start if fault == "kill" else zone.resume
+            with _subject(kind, target, size=threads, ping=ping,
+                          failover={**zonal_opts, **extra}) as s:
+                ctx.progress(f"failover: {fault} zone a, {s.label} "
+                             f"(up to {pre + after + back_window:g} s)")
+                # the pool is warm and every connection local before the fault
+                for _ in range(threads * 3):
+                    s.query("select 1")
+                restore_at = pre + after
+
+                def until(run: Run, now: float, _r: float = restore_at) -> bool:
+                    return _sustained_local(run, _r, "a", zone_of, 20, 1.0) is not None
+
+                run = run_workload(
+                    lambda s=s: s.query("select inet_server_port()"),  # type: ignore[misc]
+                    threads=threads, duration=pre + after + back_window,
+                    max_requests=200_000, think=think, grace=3.0,
+                    events=[(pre, "fault", do_fault), (restore_at, "restore", repair)],
+                    until=until,
+                )
+                released = run.join(15.0)
+                settings = dict(s.settings)
+                label = s.label + (", ping_bypass=0" if extra.get("ping_bypass") == 0 else "")
+            ctx.lab.reset_faults()
+            row = _failover_row(run, kind, label, fault, zone_of, released)
+            row["settings"] = settings
+            rows.append(row)
+            timelines.append({"fault": fault, "label": label, "marks": run.marks,
+                              "samples": [[round(x.start, 4), round(x.took * 1e3, 3),
+                                           zone_of.get(x.value), x.error]
+                                          for x in run.samples]})
+    measured = {r["subject"] for r in rows}
+    for kind in ctx.subjects:
+        if kind in measured:
+            continue
+        if ctx.quick:
+            rows.append(_skip(kind, "--quick compares zonal with QueuePool + pre-ping only"))
+        elif kind == "nullpool" and not ctx.has_pgbouncer:
+            rows.append(_skip(kind, "PgBouncer is not installed here"))
+    headline = []
+    for fault in faults:
+        z = next((r for r in rows if r.get("fault") == fault and r["label"] == LABELS["zonal"]),
+                 None)
+        qp = next((r for r in rows if r.get("fault") == fault and r["subject"] == "queuepool"
+                   and "pre-ping" in r["label"]), None)
+        if z and qp:
+            headline.append(
+                f"Failover ({fault} zone a): zonal {z['errors_after']} errors, "
+                f"{z['served_rate']:g} req/s answered while a was down, first success "
+                f"{_fmt_s(z['first_ok'])}, p99 after the fault {_fmt_ms(z['p99_after'])}, "
+                f"failback {_fmt_s(z['failback'])}; QueuePool + pre-ping (host=a,b): "
+                f"{qp['errors_after']} errors, {qp['served_rate']:g} req/s while down, first "
+                f"success {_fmt_s(qp['first_ok'])}, p99 {_fmt_ms(qp['p99_after'])}, failback "
+                f"{_fmt_s(qp['failback'])}")
+    notes = [
+        f"{threads} clients with {think * 1e3:g} ms between requests; zone a killed "
+        f"(SIGKILL of PostgreSQL and its PgBouncer) or paused (SIGSTOP) {pre:g} s in, "
+        f"repaired (restart / SIGCONT) {after:g} s later; the run then goes on up to "
+        f"{back_window:g} s for failback (traffic back on a: 20 requests in a row on a, "
+        "over >= 1 s).",
+        "zonal: zones={a, b}, local_zone=a, pre_ping, connect_timeout=2, query_timeout=2, "
+        f"ping_timeout=1, failback_after={failback_after:g} (default 30; shortened so the "
+        "run shows it). The others get what users have without zonal: a libpq multi-host "
+        "string host=a,b with connect_timeout=2 and target_session_attrs=read-write; "
+        "NullPool goes through each zone's PgBouncer.",
+        "errors = failed requests started after the fault; first success = time from the "
+        "fault to the end of the first successful request started after it; req/s while "
+        "down = requests answered between the fault and the repair, per second; p99 after = "
+        "over every request started after the fault (failed ones too); failback = time from "
+        "the repair until traffic was back on zone a for good, '—' when it did not come back "
+        "in the window, 'never left a' when the subject never served from b.",
+        "libpq has no client-side bound on a query, so against a paused zone a pooled "
+        "libpq connection waits until the server resumes: the pause rows of the others "
+        "show requests that took as long as the pause.",
+    ]
+    return {
+        "title": "4. Failover: local zone killed, and paused, mid-run",
+        "what": "Two zones, a local; a steady workload while zone a dies or freezes, then "
+                "comes back.",
+        "columns": [["fault", "fault"], ["label", "subject"], ["requests", "requests"],
+                    ["errors_after", "errors"], ["error_types", "error types"],
+                    ["first_ok", "first success s"], ["served_rate", "req/s while down"],
+                    ["p99_after", "p99 after ms"],
+                    ["max_after", "max after ms"], ["served_b", "% on b after"],
+                    ["failback", "failback s"], ["hung", "hung at end"],
+                    ["verdict", "verdict"]],
+        "rows": _failover_verdicts(rows), "headline": headline, "notes": notes,
+        "plot": {"kind": "timeline", "runs": timelines},
+    }
+
+
+def _fmt_s(v: float | str | None) -> str:
+    if isinstance(v, str):
+        return v
+    return "not within the window" if v is None else f"{v:.2f} s"
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f} ms"
+
+
+def _failover_row(run: Run, kind: str, label: str, fault: str, zone_of: dict[int, str],
+                  released: bool) -> dict[str, Any]:
+    fault_at = run.marks.get("fault", 0.0)
+    restore_at = run.marks.get("restore", run.elapsed)
+    after = run.between(fault_at)
+    errs = [s for s in after if s.error]
+    oks = [s.start + s.took for s in after if s.error is None]
+    took = [s.took * 1e3 for s in after]
+    # requests answered while the zone was down: what the application could still do
+    answered = [s for s in run.samples if s.error is None
+                and fault_at <= s.start + s.took < restore_at]
+    window = max(1e-9, restore_at - fault_at)
+    on_b = sum(1 for s in answered if zone_of.get(s.value) == "b")
+    back = _sustained_local(run, restore_at, "a", zone_of, 20, 1.0)
+    failback: float | str | None = "never left a" if not on_b else _r(
+        None if back is None else back - restore_at, 2)
+    return {
+        "subject": kind, "label": label, "fault": fault, "requests": len(run.samples),
+        "errors_after": len(errs),
+        "error_types": ", ".join(sorted({s.error for s in errs if s.error})) or "—",
+        "first_ok": _r(min(oks) - fault_at if oks else None, 3),
+        "served_rate": _r(len(answered) / window, 0),
+        "p99_after": _r(percentile(took, 99), 1),
+        "max_after": _r(max(took) if took else None, 1),
+        "served_b": _r(100 * on_b / len(answered) if answered else None, 1),
+        "failback": failback,
+        "hung": len(run.hung) if run.hung else 0,
+        "released": released,
+    }
+
+
+def _failover_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """zonal's rows say, per figure, whether the best of the others beat it."""
+    checks = (("errors_after", "errors", False), ("first_ok", "first success", False),
+              ("served_rate", "req/s while down", True), ("p99_after", "p99 after", False),
+              ("failback", "failback", False))
+    for fault in ("kill", "pause"):
+        this = [r for r in rows if r.get("fault") == fault and "skipped" not in r]
+        for z in (r for r in this if r["subject"] == "zonal"):
+            others = [r for r in this if r["subject"] != "zonal"]
+            lost, won = [], []
+            for key, name, higher in checks:
+                vals = [(r[key], r["label"]) for r in others
+                        if isinstance(r.get(key), (int, float))]
+                zv = z.get(key)
+                if not vals or not isinstance(zv, (int, float)):
+                    continue
+                best, who = (max if higher else min)(vals, key=lambda v: v[0])
+                margin = max(abs(best) * 0.05, 0.05 if key != "errors_after" else 0)
+                if (best > zv + margin) if higher else (best < zv - margin):
+                    lost.append(f"{name} ({who}: {best:g} vs {zv:g})")
+                elif (zv > best + margin) if higher else (zv < best - margin):
+                    won.append(name)
+            z["verdict"] = "; ".join(
+                ([f"zonal LOSES on {', '.join(lost)}"] if lost else [])
+                + ([f"zonal wins on {', '.join(won)}"] if won else [])) or "even"
+    return rows
+
+
+# -- 5. affinity --------------------------------------------------------------------
+
+
+def affinity(ctx: Context) -> Result:
+    seconds = ctx.pick(0.8, 3.0)
+    rounds = ctx.pick(2, 4)
+    threads, size, latency_ms = 4, 4, 20
+    zone_of = ctx.zone_of_port()
+    ctx.lab["b"].proxy.latency(ms=latency_ms)
+    rows: list[dict[str, Any]] = []
+    try:
+        target = ctx.target(("a", "b"), proxy=True)
+        btarget = ctx.target(("a", "b"), proxy=True, pgbouncer=True) if ctx.has_pgbouncer \
+            else target
+        variants: list[tuple[str, dict[str, Any], str]] = []
+        for kind in ctx.subjects:
+            if kind == "zonal":
+                variants.append((kind, {}, "zones={a, b}, local_zone=a"))
+            else:
+                variants.append((kind, {"load_balance_hosts": "random", "connect_timeout": 2},
+                                 "host=a,b load_balance_hosts=random"))
+                if kind == "queuepool":
+                    variants.append((kind, {"connect_timeout": 2}, "host=a,b in that order"))
+        for kind, fo, how in variants:
+            # fresh pools each round: where a pool's connections land is the point
+            runs: list[Run] = []
+            for rnd in range(rounds):
+                tgt = btarget if kind == "nullpool" else target
+                with _subject(kind, tgt, size=size, failover=fo) as s:
+                    ctx.progress(f"affinity: {s.label} ({how}), {seconds:g} s, "
+                                 f"round {rnd + 1}/{rounds}")
+                    runs.append(_throughput(s, threads, seconds, "select inet_server_port()"))
+            ok = [x for run in runs for x in run.ok()]
+            local = sum(1 for x in ok if zone_of.get(x.value) == "a")
+            lat = [x.took * 1e3 for x in ok]
+            rows.append({"subject": kind, "label": LABELS[kind], "how": how,
+                         "rps": _r(median([run.throughput() for run in runs]), 0),
+                         "p50": _r(percentile(lat, 50), 2),
+                         "p99": _r(percentile(lat, 99), 2),
+                         "local": _r(100 * local / len(ok) if ok else None, 1),
+                         "errors": sum(len(run.errors()) for run in runs)})
+    finally:
+        ctx.lab["b"].proxy.heal()
+    z = next((r for r in rows if r["subject"] == "zonal"), None)
+    headline = []
+    if z:
+        for r in rows:
+            if r is not z and r.get("p50"):
+                r["z_ratio"] = _r(z["p50"] / r["p50"]) if z.get("p50") else None
+        rnd = [r for r in rows if "random" in r["how"]]
+        ordered = [r for r in rows if "in that order" in r["how"]]
+        line = f"Affinity (remote zone +{latency_ms} ms): zonal p50 {z['p50']} ms, p99 " \
+               f"{z['p99']} ms, {z['local']}% served locally"
+        if rnd:
+            line += "; zone-unaware host lists (random): " + ", ".join(
+                f"{r['label']} p50 {r['p50']} / p99 {r['p99']} ms, {r['local']}% local"
+                for r in rnd)
+        if ordered:
+            line += f"; an ordered host=a,b gets {ordered[0]['local']}% local too"
+        headline.append(line)
+        for r in rows:
+            if r is z or r.get("p50") is None or z.get("p50") is None:
+                continue
+            parts = []
+            for key in ("p50", "p99"):
+                zv, rv = z.get(key), r.get(key)
+                if zv is None or rv is None:
+                    continue
+                parts.append(f"zonal LOSES on {key}" if zv > rv * 1.05 else
+                             f"even on {key}" if zv > rv * 0.95 else f"zonal wins on {key}")
+            r["verdict"] = "; ".join(parts)
+    notes = [
+        f"Zone b sits behind the fault proxy with +{latency_ms} ms per round trip; zone a "
+        "behind the same proxy with none. NullPool goes through each zone's PgBouncer.",
+        "A connection in the remote zone answers about 20x slower, so it serves far fewer "
+        "requests: '% local' per request understates how many connections landed remote; "
+        "p99 shows them.",
+        "Without zonal, a multi-zone endpoint (one DNS name or a host list with "
+        "load_balance_hosts=random) puts each connection in a random zone; a host list "
+        "written in local-first order also stays local, but then every zone's deployment "
+        "needs its own URL, and it never fails back (see failover).",
+    ]
+    return {
+        "title": f"5. Affinity: remote zone with +{latency_ms} ms",
+        "what": f"`SELECT inet_server_port()`, {rounds} fresh pool(s) of {size} per subject, "
+                f"{threads} threads, {seconds:g} s each: p50/p99 (ms) over all requests and "
+                "the share served by the local zone a. verdict: this subject vs zonal (p50).",
+        "columns": [["label", "subject"], ["how", "configured as"], ["rps", "req/s"],
+                    ["p50", "p50 ms"], ["p99", "p99 ms"], ["local", "% local"],
+                    ["errors", "errors"], ["z_ratio", "zonal p50 / this p50"],
+                    ["verdict", "verdict (zonal vs this)"]],
+        "rows": rows, "headline": headline, "notes": notes,
+        "plot": {"kind": "bars", "ylabel": "p50 latency, ms (lower is better)",
+                 "groups": [f"{r['label']}\n{r['how']}" for r in rows],
+                 "series": {"p50 ms": [float(r["p50"] or 0) for r in rows]}},
+    }
+
+
+# -- 6. frozen instances and deploy storm --------------------------------------------
+
+
+def serverless(ctx: Context) -> Result:
+    """Calls ``benchmarks/serverless.py`` (written with the serverless issue) when it
+    exists: frozen instances on this lab, a deploy storm on a small lab of its own
+    (max_connections=30, fewer slots than instances). It measures zonal's serverless
+    profile and QueuePool; the other subjects are not in it."""
+    base: Result = {
+        "title": "6. Frozen instances and deploy storm",
+        "columns": [["case", "case"], ["label", "subject"], ["instances", "instances"],
+                    ["held", "connections held"], ["held_later", "held after reaper"],
+                    ["failed", "requests failed"], ["drain_s", "drain s"],
+                    ["verdict", "verdict"]],
+        "headline": [], "notes": [], "plot": None, "rows": []}
+    if importlib.util.find_spec("benchmarks.serverless") is None:
+        why = "benchmarks/serverless.py is not there: not measured in this run"
+        return {**base, "what": why, "rows": [_skip(k, why) for k in ctx.subjects]}
+    sv = importlib.import_module("benchmarks.serverless")
+    missing = [n for n in ("frozen_instances", "deploy_storm") if not hasattr(sv, n)]
+    if missing:
+        why = f"benchmarks/serverless.py has no {', '.join(missing)}: not measured"
+        return {**base, "what": why, "rows": [_skip(k, why) for k in ctx.subjects]}
+    k = ctx.pick(4, 12)
+    n = ctx.pick(40, 60)
+    rows: list[dict[str, Any]] = []
+    raw: dict[str, Any] = {}
+    wanted = [p for p in ("zonal", "queuepool") if p in ctx.subjects]
+    vias = [False, True] if ctx.has_pgbouncer else [False]
+    for via in vias:
+        where = "PgBouncer" if via else "direct"
+        ctx.progress(f"serverless: {k} zonal + {k} QueuePool instances frozen after a "
+                     f"burst ({where})")
+        fr = sv.frozen_instances(ctx.lab, k=k, burst=ctx.pick(3, 5), via_pgbouncer=via,
+                                 wait_for_reaper=not ctx.quick)
+        raw[f"frozen_{where}"] = fr
+        for pool in wanted:
+            figs = fr.get(pool, {})
+            held = figs.get("pgbouncer_clients_total" if via else "after_freeze_total")
+            rows.append({"subject": pool, "label": LABELS[pool], "case": f"frozen ({where})",
+                         "instances": k, "held": held,
+                         "held_later": figs.get("after_reaper_total"),
+                         "failed": fr.get("request_errors")})
+    from zonal_lab import Lab
+
+    with Lab(zones=["a"], server_settings={"max_connections": 30}) as small:
+        for pool in wanted:
+            ctx.progress(f"serverless: deploy storm, {n} fresh {LABELS[pool]} instances, "
+                         "one request each, max_connections=30")
+            st = sv.deploy_storm(small, n=n, pool=pool)
+            raw[f"storm_{pool}"] = st
+            rows.append({"subject": pool, "label": LABELS[pool], "case": "deploy storm",
+                         "instances": n,
+                         "held": st.get("connections_held_after",
+                                        st.get("server_connections_held_after")),
+                         "failed": st.get("failed"), "drain_s": st.get("drain_s")})
+    for case in dict.fromkeys(r["case"] for r in rows):
+        z = next((r for r in rows if r["case"] == case and r["subject"] == "zonal"), None)
+        q = next((r for r in rows if r["case"] == case and r["subject"] == "queuepool"), None)
+        if not (z and q):
+            continue
+        worse = [w for w, zv, qv in (("held", z.get("held"), q.get("held")),
+                                      ("failed", z.get("failed"), q.get("failed")))
+                 if zv is not None and qv is not None and zv > qv]
+        better = [w for w, zv, qv in (("held", z.get("held"), q.get("held")),
+                                       ("failed", z.get("failed"), q.get("failed")))
+                  if zv is not None and qv is not None and zv < qv]
+        z["verdict"] = ("zonal LOSES on " + ", ".join(worse)) if worse else (
+            ("zonal wins on " + ", ".join(better)) if better else "even")
+        base["headline"].append(
+            f"Serverless, {case}: zonal {z.get('held')} connections held, {z.get('failed')} "
+            f"failed; QueuePool {q.get('held')} held, {q.get('failed')} failed")
+    for kind in ctx.subjects:
+        if kind not in wanted:
+            rows.append(_skip(kind, "benchmarks/serverless.py measures zonal (serverless "
+                                    "profile) and QueuePool only"))
+    notes = [
+        f"frozen: {k} instances of each pool serve a burst of concurrent requests through "
+        "the request middleware, then all are SIGSTOPped; held = their connections on "
+        "the server (direct) or at PgBouncer right after the freeze; held after reaper = "
+        "once the server's idle_session_timeout that zonal's serverless profile asks for "
+        "has fired (direct only).",
+        f"deploy storm: {n} fresh instances each serve one 0.3 s transaction at the same "
+        "moment against max_connections=30; zonal retries 'too many clients' with "
+        "backoff inside its timeout (5 s).",
+    ]
+    return {**base, "what": "From benchmarks/serverless.py (real worker processes, frozen "
+            "with SIGSTOP).", "rows": rows, "notes": notes, "raw": raw}
+
+
+# -- 7. memory ----------------------------------------------------------------------
+
+
+def memory(ctx: Context) -> Result:
+    size = 50
+    rows: list[dict[str, Any]] = []
+    for kind in ctx.subjects:
+        target = ctx.target(("a",))
+        ctx.progress(f"memory: {LABELS[kind]}, {size} connections, in a new process")
+        spec = {"kind": kind, "size": size, "target": target.__dict__}
+        env = {**os.environ, "ZONAL_BENCH_MEMORY": json.dumps(spec)}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.memory"], env=env,
+                                  capture_output=True, text=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            rows.append(_skip(kind, "the measuring process did not finish in 120 s"))
+            continue
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+            rows.append(_skip(kind, f"the measuring process failed: {last}"))
+            continue
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        mb = 1 / (1 << 20)
+        rows.append({"subject": kind, "label": LABELS[kind],
+                     "base": _r(m["base"] * mb, 1), "held": _r(m["held"] * mb, 1),
+                     "idle": _r(m["idle"] * mb, 1), "delta": _r((m["held"] - m["base"]) * mb, 1),
+                     "per_conn": _r((m["held"] - m["base"]) / size / 1024, 1),
+                     "open_idle": m.get("open_idle")})
+    qp = next((r for r in rows if r["subject"] == "queuepool" and "delta" in r), None)
+    z = next((r for r in rows if r["subject"] == "zonal" and "delta" in r), None)
+    for r in rows:
+        if qp and "delta" in r and qp["delta"]:
+            r["vs_qp"] = _r(r["delta"] / qp["delta"])
+    headline = []
+    if z:
+        line = f"Memory, {size} connections: zonal +{z['delta']} MB over the bare process " \
+               f"({z['held']} MB RSS)"
+        if qp:
+            line += f"; QueuePool +{qp['delta']} MB ({qp['held']} MB): {z['vs_qp']:.2f}x"
+            z["verdict"] = _verdict(z["vs_qp"], higher_is_better=False, peer="QueuePool")
+        headline.append(line)
+    return {
+        "title": f"7. Memory: a process holding {size} connections",
+        "what": f"Resident memory (MB, psutil) of a fresh Python process: after importing "
+                f"the subject's libraries (base), with {size} connections checked out at "
+                f"once (held), after giving them back (idle: the pool keeps them open, "
+                "NullPool closes them). delta = held - base; KB/conn = delta / "
+                f"{size}.",
+        "columns": [["label", "subject"], ["base", "base MB"], ["held", "held MB"],
+                    ["idle", "idle MB"], ["delta", "delta MB"], ["per_conn", "KB/conn"],
+                    ["vs_qp", "delta vs QP"], ["verdict", "verdict"]],
+        "rows": rows, "headline": headline,
+        "notes": ["Every subject connects straight to PostgreSQL here (the client's memory "
+                  "does not depend on what answers; 50 connections each inside a "
+                  "transaction would need 50 server connections behind PgBouncer in "
+                  "transaction mode). NullPool closes its connections at checkin, so it "
+                  "holds none when idle."],
+        "plot": {"kind": "bars", "ylabel": f"MB RSS with {size} connections (lower is better)",
+                 "groups": [r["label"] for r in rows if "held" in r],
+                 "series": {"base": [r["base"] for r in rows if "held" in r],
+                            "held": [r["held"] for r in rows if "held" in r]}},
+    }
+
+
+SCENARIOS: dict[str, tuple[Callable[[Context], Result], bool]] = {
+    "overhead": (overhead, False),
+    "preping": (preping, True),
+    "throughput": (throughput, True),
+    "failover": (failover, True),
+    "affinity": (affinity, True),
+    "serverless": (serverless, True),
+    "memory": (memory, True),
+}
+"""name -> (function, needs the lab), in the order they run."""
+
+ALL_SUBJECTS = KINDS

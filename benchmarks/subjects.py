@@ -1,0 +1,281 @@
+"""The pools a user would pick, built the way a user would configure them.
+
+Every subject answers one request with :meth:`Subject.query`: check out a
+connection, run one statement, fetch one value, give the connection back. Each is
+pointed at a :class:`Target` (zones in preference order, the first one local) and
+configured for it: behind PgBouncer in transaction mode every psycopg subject gets
+``prepare_threshold=None`` (otherwise it fails, see NOTES), so the comparison is
+between correct setups.
+
+Without zonal, failover across zones means a libpq multi-host string
+(``host=a,b&port=...``): libpq tries the hosts in order (or at random with
+``load_balance_hosts=random``) and pays ``connect_timeout`` on a dead one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["KINDS", "Subject", "Target", "make_subject"]
+
+KINDS = ("zonal", "queuepool", "nullpool", "psycopg_pool", "django_pool")
+"""Every subject ``zonal bench --against`` knows, zonal first."""
+
+LABELS = {
+    "zonal": "zonal (ZonalPool)",
+    "queuepool": "SQLAlchemy QueuePool",
+    "nullpool": "NullPool + PgBouncer",
+    "psycopg_pool": "psycopg_pool",
+    "django_pool": "Django native pool",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a subject connects: ``zones`` in order, the first is the local one."""
+
+    user: str
+    password: str
+    database: str
+    zones: dict[str, str]
+    pgbouncer: bool = False
+
+    @property
+    def local(self) -> str:
+        return next(iter(self.zones))
+
+    def hosts_ports(self) -> tuple[str, str]:
+        hosts, ports = zip(*(ep.rsplit(":", 1) for ep in self.zones.values()), strict=True)
+        return ",".join(hosts), ",".join(ports)
+
+    def conninfo(self, **params: Any) -> str:
+        """A libpq connection string over every zone (multi-host when several)."""
+        hosts, ports = self.hosts_ports()
+        parts = {"host": hosts, "port": ports, "user": self.user, "password": self.password,
+                 "dbname": self.database, **{k: v for k, v in params.items() if v is not None}}
+        return " ".join(f"{k}='{_esc(str(v))}'" for k, v in parts.items())
+
+    def sqlalchemy_url(self, with_hosts: bool = True, **params: Any) -> str:
+        base = (f"postgresql+psycopg://{quote(self.user, safe='')}:"
+                f"{quote(self.password, safe='')}@/{quote(self.database, safe='')}")
+        if not with_hosts:
+            return base
+        hosts, ports = self.hosts_ports()
+        query = {"host": hosts, "port": ports,
+                 **{k: str(v) for k, v in params.items() if v is not None}}
+        return base + "?" + "&".join(f"{k}={quote(v, safe=',')}" for k, v in query.items())
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+@dataclass
+class Subject:
+    """One configured pool: ``query(sql)`` is one request."""
+
+    kind: str
+    label: str
+    _checkout: Callable[[], contextlib.AbstractContextManager[Callable[[str], Any]]]
+    _close: Callable[[], None]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def query(self, sql: str = "select 1") -> Any:
+        """Check out, run ``sql``, return its first value, check in."""
+        with self._checkout() as run:
+            return run(sql)
+
+    def checkout(self) -> contextlib.AbstractContextManager[Callable[[str], Any]]:
+        """Hold one connection: ``with s.checkout() as run: run("select 1")``."""
+        return self._checkout()
+
+    def close(self) -> None:
+        self._close()
+
+
+# -- builders -----------------------------------------------------------------
+
+
+def _engine_subject(kind: str, label: str, engine: Any, settings: dict[str, Any]) -> Subject:
+    @contextlib.contextmanager
+    def checkout() -> Iterator[Callable[[str], Any]]:
+        with engine.connect() as conn:
+            yield lambda sql: conn.exec_driver_sql(sql).scalar()
+
+    return Subject(kind, label, checkout, engine.dispose, settings)
+
+
+def _zonal(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    from sqlalchemy import create_engine
+
+    from zonal_sqlalchemy import ZonalPool
+
+    opts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
+                            "pool_pre_ping": ping, "pool_timeout": 10}
+    if t.pgbouncer:
+        opts["pgbouncer"] = "transaction"
+    opts.update(failover)
+    engine = create_engine(t.sqlalchemy_url(with_hosts=False), poolclass=ZonalPool, **opts)
+    return _engine_subject("zonal", LABELS["zonal"], engine,
+                           {k: v for k, v in opts.items() if k != "zones"})
+
+
+def _libpq_params(failover: dict[str, Any]) -> dict[str, Any]:
+    """What a user puts in a multi-host URL for failover (libpq's only means)."""
+    params: dict[str, Any] = {}
+    if failover:
+        params["connect_timeout"] = failover.get("connect_timeout", 2)
+        params["target_session_attrs"] = "read-write"
+    if failover.get("load_balance_hosts"):
+        params["load_balance_hosts"] = failover["load_balance_hosts"]
+    return params
+
+
+def _queuepool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    from sqlalchemy import create_engine
+
+    params = _libpq_params(failover)
+    connect_args = {"prepare_threshold": None} if t.pgbouncer else {}
+    engine = create_engine(t.sqlalchemy_url(**params), pool_size=size, max_overflow=0,
+                           pool_pre_ping=ping, pool_timeout=10, connect_args=connect_args)
+    label = LABELS["queuepool"] + (" + pre-ping" if ping else "")
+    return _engine_subject("queuepool", label, engine,
+                           {"pool_size": size, "max_overflow": 0, "pool_pre_ping": ping,
+                            **params, **connect_args})
+
+
+def _nullpool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    params = _libpq_params(failover)
+    connect_args = {"prepare_threshold": None} if t.pgbouncer else {}
+    engine = create_engine(t.sqlalchemy_url(**params), poolclass=NullPool,
+                           connect_args=connect_args)
+    return _engine_subject("nullpool", LABELS["nullpool"], engine,
+                           {"poolclass": "NullPool", **params, **connect_args})
+
+
+def _psycopg_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    from psycopg_pool import ConnectionPool
+
+    params = _libpq_params(failover)
+    kwargs: dict[str, Any] = {"prepare_threshold": None} if t.pgbouncer else {}
+    pool = ConnectionPool(t.conninfo(**params), min_size=min(4, size), max_size=size,
+                          kwargs=kwargs, timeout=10, open=True,
+                          check=ConnectionPool.check_connection if ping else None)
+
+    @contextlib.contextmanager
+    def checkout() -> Iterator[Callable[[str], Any]]:
+        with pool.connection() as conn:
+            def run(sql: str) -> Any:
+                row = conn.execute(sql).fetchone()
+                return row[0] if row else None
+            yield run
+
+    label = LABELS["psycopg_pool"] + (" + check" if ping else "")
+    return Subject("psycopg_pool", label, checkout, pool.close,
+                   {"min_size": min(4, size), "max_size": size, "check": ping, **params,
+                    **kwargs})
+
+
+_django_aliases = itertools.count()
+_django_lock = threading.Lock()
+
+
+def _django_setup() -> None:
+    with _django_lock:
+        from django.conf import settings
+
+        if not settings.configured:
+            settings.configure(USE_TZ=True, DATABASES={}, INSTALLED_APPS=[])
+            import django
+
+            django.setup()
+
+
+def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    _django_setup()
+    from django.db.backends.postgresql.base import DatabaseWrapper
+    from django.db.utils import ConnectionHandler
+
+    alias = f"bench{next(_django_aliases)}"
+    hosts, ports = t.hosts_ports()
+    pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size, "timeout": 10}
+    options: dict[str, Any] = {"pool": pool_opts, **_libpq_params(failover)}
+    if t.pgbouncer:
+        options["prepare_threshold"] = None
+    db = {"ENGINE": "django.db.backends.postgresql", "NAME": t.database, "USER": t.user,
+          "PASSWORD": t.password, "HOST": hosts, "PORT": ports, "OPTIONS": options,
+          "CONN_HEALTH_CHECKS": ping}  # with a pool: ConnectionPool.check_connection
+    settings_dict = ConnectionHandler().configure_settings({"default": db, alias: db})[alias]
+    local = threading.local()
+    wrappers: list[Any] = []
+
+    def wrapper() -> Any:
+        w = getattr(local, "w", None)
+        if w is None:
+            w = local.w = DatabaseWrapper(settings_dict, alias)
+            with _django_lock:
+                wrappers.append(w)
+        return w
+
+    @contextlib.contextmanager
+    def checkout() -> Iterator[Callable[[str], Any]]:
+        w = wrapper()
+        try:
+            def run(sql: str) -> Any:
+                with w.cursor() as cur:
+                    cur.execute(sql)
+                    row = cur.fetchone()
+                return row[0] if row else None
+            yield run
+        finally:
+            w.close()  # Django returns the connection to the pool at request end
+
+    def close() -> None:
+        if wrappers:
+            with contextlib.suppress(Exception):
+                wrappers[0].close_pool()
+
+    label = LABELS["django_pool"] + (" + check" if ping else "")
+    return Subject("django_pool", label, checkout, close,
+                   {"OPTIONS.pool": pool_opts, "CONN_HEALTH_CHECKS": ping,
+                    **{k: v for k, v in options.items() if k != "pool"}})
+
+
+_BUILDERS: dict[str, Callable[[Target, int, bool, dict[str, Any]], Subject]] = {
+    "zonal": _zonal,
+    "queuepool": _queuepool,
+    "nullpool": _nullpool,
+    "psycopg_pool": _psycopg_pool,
+    "django_pool": _django_pool,
+}
+
+
+def make_subject(kind: str, target: Target, *, size: int = 8, ping: bool = False,
+                 failover: dict[str, Any] | None = None) -> Subject:
+    """Build ``kind`` against ``target`` with at most ``size`` connections.
+
+    ``failover``: zonal options for a multi-zone run (``connect_timeout``,
+    ``query_timeout``, ``failback_after``, ...); the other subjects take from it
+    ``connect_timeout`` and ``load_balance_hosts`` for their multi-host string.
+    """
+    try:
+        build = _BUILDERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown subject {kind!r}; known: {', '.join(KINDS)}") from None
+    fo = dict(failover or {})
+    if kind != "zonal":
+        fo = {k: v for k, v in fo.items() if k in ("connect_timeout", "load_balance_hosts")}
+        if failover is not None and not fo:
+            fo = {"connect_timeout": 2}
+    else:
+        fo.pop("load_balance_hosts", None)
+    return build(target, size, ping, fo)

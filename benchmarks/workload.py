@@ -1,0 +1,158 @@
+"""A bounded multi-thread workload that records every request.
+
+``threads`` clients call ``request()`` in a loop until ``duration`` seconds have
+passed or ``max_requests`` were started; ``events`` (a fault, a repair) run in the
+caller's thread at their times. A request still running ``grace`` seconds after the
+end is reported as hung (a paused server with no client-side bound hangs a request
+forever): the run returns anyway, and the clients are daemon threads the caller
+releases by repairing the fault (:meth:`Run.join`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Run", "Sample", "percentile", "run_workload"]
+
+
+@dataclass(slots=True)
+class Sample:
+    """One request: when it started (s since the run began), how long it took,
+    what it returned, the error's type name if it failed."""
+
+    start: float
+    took: float
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    samples: list[Sample] = field(default_factory=list)
+    elapsed: float = 0.0
+    marks: dict[str, float] = field(default_factory=dict)  # event name -> time
+    hung: list[float] = field(default_factory=list)  # start times of requests in flight
+    _threads: list[threading.Thread] = field(default_factory=list, repr=False)
+
+    def ok(self) -> list[Sample]:
+        return [s for s in self.samples if s.error is None]
+
+    def errors(self) -> list[Sample]:
+        return [s for s in self.samples if s.error is not None]
+
+    def between(self, t0: float, t1: float = float("inf")) -> list[Sample]:
+        return [s for s in self.samples if t0 <= s.start < t1]
+
+    def throughput(self) -> float:
+        """Successful requests per second, of those that ended within the run."""
+        done = [s for s in self.ok() if s.start + s.took <= self.elapsed]
+        return len(done) / self.elapsed if self.elapsed else 0.0
+
+    def latencies_ms(self, samples: Sequence[Sample] | None = None) -> list[float]:
+        chosen = self.ok() if samples is None else [s for s in samples if s.error is None]
+        return [s.took * 1e3 for s in chosen]
+
+    def join(self, timeout: float) -> bool:
+        """Wait (bounded) for the clients; True when all have ended."""
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100), nearest rank; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def run_workload(
+    request: Callable[[], Any],
+    *,
+    threads: int,
+    duration: float,
+    max_requests: int = 1_000_000,
+    events: Sequence[tuple[float, str, Callable[[], None]]] = (),
+    until: Callable[[Run, float], bool] | None = None,
+    think: float = 0.0,
+    grace: float = 2.0,
+    errors: tuple[type[BaseException], ...] = (Exception,),
+) -> Run:
+    """Run the workload; see the module docstring.
+
+    ``until(run, now)``, checked every 50 ms, may end the run early. ``think``
+    seconds of sleep between one client's requests.
+    """
+    run = Run()
+    lock = threading.Lock()
+    stop = threading.Event()
+    started = [0]
+    inflight: dict[int, float] = {}
+    t0 = time.monotonic()
+
+    def client(i: int) -> None:
+        while not stop.is_set():
+            with lock:
+                if started[0] >= max_requests:
+                    return
+                started[0] += 1
+            start = time.monotonic() - t0
+            inflight[i] = start
+            value, err = None, None
+            try:
+                value = request()
+            except errors as exc:
+                err = _error_name(exc)
+            took = time.monotonic() - t0 - start
+            inflight.pop(i, None)
+            with lock:
+                run.samples.append(Sample(start, took, value, err))
+            if think:
+                stop.wait(think)
+
+    run._threads = [threading.Thread(target=client, args=(i,), daemon=True, name=f"bench-{i}")
+                    for i in range(threads)]
+    for t in run._threads:
+        t.start()
+    pending = sorted(events, key=lambda e: e[0])
+    end = t0 + duration
+    while True:
+        now = time.monotonic()
+        while pending and now - t0 >= pending[0][0]:
+            _, name, fn = pending.pop(0)
+            run.marks[name] = time.monotonic() - t0
+            fn()
+            now = time.monotonic()
+        if now >= end or not any(t.is_alive() for t in run._threads):
+            break
+        if until is not None and not pending and until(run, now - t0):
+            break
+        time.sleep(min(0.05, max(0.0, end - now)))
+    stop.set()
+    run.elapsed = time.monotonic() - t0
+    # a request that started before the end gets ``grace`` seconds to finish
+    for t in run._threads:
+        t.join(max(0.0, t0 + run.elapsed + grace - time.monotonic()))
+    with lock:
+        run.hung = sorted(inflight.values())
+        run.samples.sort(key=lambda s: s.start)
+    return run
+
+
+def _error_name(exc: BaseException) -> str:
+    """The driver's error class when SQLAlchemy wraps it (``OperationalError``,
+    ``QueryTimeout``), else the exception's own; never its message (passwords)."""
+    orig = getattr(exc, "orig", None)
+    return type(orig if orig is not None else exc).__name__
