@@ -36,6 +36,7 @@ class Command(Protocol):
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("doctor", "zonal_lab.doctor", "check a server (or PgBouncer) against zonal's needs"),
     ("size", "zonal_lab.sizing", "per-instance pool size, with the reasoning"),
+    ("bench", "zonal_lab.bench", "zonal side by side with other pools: figures, tables, plots"),
     ("demo", "zonal_lab.demo", "three local zones, a workload, a zone outage, live"),
 )
 """(name, module, help) of every subcommand, in the order ``zonal --help`` lists them."""
