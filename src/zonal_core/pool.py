@@ -126,8 +126,11 @@ class ZonedPool(PoolBase):
                     discard = "invalidated"
             except Exception:
                 discard = "invalidated"
-        with self._state.lock:
-            closing = self._state.release(rec, self.clock.now(), discard)
+        state = self._state
+        with state.lock:
+            if discard is None and state.fast_checkin(rec, self.clock.now()):
+                return
+            closing = state.release(rec, self.clock.now(), discard)
         self._close_all(closing)
 
     def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:

@@ -169,6 +169,7 @@ class PoolState:
         self._next_reap = _INF
         self._route: list[RouteEntry] = []
         self._route_valid_until = -_INF
+        self._fast_zone: _ZoneRuntime | None = None  # first in the route, if it serves
         self._preferred: str | None = config.local_zone
         self._closing: list[PooledConnection] = []
         # Borrowed connections, watched for leaks when leak_threshold is set.
@@ -274,6 +275,7 @@ class PoolState:
             return self._route
         route, valid_until = self._rank(now)
         self._route, self._route_valid_until = route, valid_until
+        self._fast_zone = self.zones[route[0].zone.name] if route and route[0].serves else None
         self._note_preferred(route)
         return route
 
@@ -348,17 +350,14 @@ class PoolState:
     def fast_checkout(self, now: float) -> PooledConnection | None:
         """The common case in one step: an idle connection of the preferred zone
         that needs no ping, nobody waiting, nothing to reap. None: take the flow."""
-        if (self.waiters or self.closed or self._closing or now >= self._next_reap
-                or now >= self._route_valid_until or now - self.last_op > self.config.max_idle):
-            return None
-        entry = self._route[0] if self._route else None
-        if entry is None or not entry.serves:
-            return None
-        z = self.zones[entry.zone.name]
-        if not z.idle:
+        if now >= self._route_valid_until:
+            self.route(now)  # (a failback it causes leaves closes: the flow takes over)
+        z = self._fast_zone
+        cfg = self.config
+        if (z is None or not z.idle or self.waiters or self.closed or self._closing
+                or now >= self._next_reap or now - self.last_op > cfg.max_idle):
             return None
         rec = z.idle[-1]
-        cfg = self.config
         if (cfg.pre_ping and now - rec.last_used > cfg.ping_bypass) or (
                 rec.created_at <= z.invalid_before or rec.generation != self.generation):
             return None
@@ -370,10 +369,37 @@ class PoolState:
         rec.lent_at = now
         c = z.counters
         c.checkouts += 1
-        c.wait_time.observe(0.0)
+        c.wait_time.observe_zero()
         if cfg.leak_threshold is not None:
             self._watch(rec, now)
         return rec
+
+    def fast_checkin(self, rec: PooledConnection, now: float) -> bool:
+        """The common checkin in one step: back onto the idle stack of the preferred
+        zone, nobody waiting, nothing to reap or retire. False: take :meth:`release`."""
+        lent_at = rec.lent_at
+        if now >= self._route_valid_until:
+            self.route(now)
+        z = self._fast_zone
+        cfg = self.config
+        if (lent_at is None or z is None or rec.zone != z.spec.name or self.waiters
+                or self.closed or self._closing or self._watched
+                or now >= self._next_reap
+                or now - self.last_op > cfg.max_idle or now >= rec.expires_at
+                or rec.pid != self.pid or rec.generation != self.generation
+                or rec.created_at <= z.invalid_before or z.removed
+                or len(z.idle) + z.lent + z.opening > cfg.pool_size):
+            return False
+        self.last_op = now
+        rec.lent_at = None
+        z.counters.use_time.observe(now - lent_at)
+        rec.last_used = now
+        z.lent -= 1
+        self.lent_total -= 1
+        z.idle.append(rec)
+        self.idle_total += 1
+        self._next_reap = min(self._next_reap, now + cfg.max_idle, rec.expires_at)
+        return True
 
     def _enqueue(self, waiter: Waiter, *, front: bool) -> None:
         waiter.queued = True
@@ -636,8 +662,8 @@ class PoolState:
             return "lifetime"
         if z.size >= self.config.pool_size:  # (z.size no longer counts rec)
             return "reconfigure"
-        route = self.route(now)
-        if not self.waiters and self._preferred_of(route) not in (None, z.name):
+        self.route(now)  # (keeps self._preferred current)
+        if not self.waiters and self._preferred not in (None, z.name):
             # Traffic has a better home now (failback, or spillover no longer needed).
             return "failback"
         return None

@@ -79,6 +79,11 @@ class Histogram:
         self._count += 1
         self._sum += value
 
+    def observe_zero(self) -> None:
+        """``observe(0.0)`` without the search (an immediate checkout)."""
+        self._counts[0] += 1
+        self._count += 1
+
     def snapshot(self) -> HistogramSnapshot:
         return HistogramSnapshot(self._bounds, tuple(self._counts), self._count, self._sum)
 

@@ -157,7 +157,7 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
             cparams["password"] = await_only(resolve_async(config.password))
         else:
             cparams["password"] = resolve(config.password)
-    cparams.update(server_params(config, ep))
+    cparams.update(server_params(config, ep, cparams))
     if driver != "other":
         cparams.update(connect_kwargs(driver, pgbouncer=config.pgbouncer, user_kwargs=cparams))
     pool = target.pool

@@ -17,6 +17,7 @@ pre-ping with a bypass window, per-zone stats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from zonal_core import errors as core_errors
 from zonal_core.clock import Clock
 from zonal_core.config import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ZonalConfig, build_config
 from zonal_core.errors import ZonalConfigError
+from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.pool import ZonedPool
 from zonal_core.psycopg_driver import bounded_ping
 from zonal_core.state import PooledConnection, Waiter
@@ -63,6 +65,8 @@ class _RecordDriver:
     def connect(self, endpoint: Endpoint, timeout: float) -> _ConnectionRecord:
         with zconnect.targeting(zconnect.Target(self.pool, endpoint, timeout)):
             return _ConnectionRecord(self.pool)
+
+    # (the core's PooledConnection for a record is attached by ZonalPool._do_get)
 
     def ping(self, rec: _ConnectionRecord, timeout: float) -> None:
         dbapi = rec.dbapi_connection
@@ -103,6 +107,26 @@ class _GreenletZonedPool(ZonedPool):
 
     def _sleep(self, seconds: float) -> None:
         await_only(asyncio.sleep(seconds))
+
+    def _close_all(self, recs: list[PooledConnection]) -> None:
+        if in_greenlet():
+            super()._close_all(recs)
+            return
+        # At exit or on SIGTERM nothing can be awaited: end the sockets right away
+        # (psycopg's pgconn.finish() and asyncpg's terminate() are synchronous).
+        while recs:
+            _terminate_now(recs.pop().raw)
+
+
+def _terminate_now(rec: _ConnectionRecord) -> None:
+    conn: Any = rec.driver_connection
+    # shutting down: a dead socket is the point, so a failure here changes nothing
+    with contextlib.suppress(Exception):
+        if hasattr(conn, "pgconn"):
+            conn.pgconn.finish()
+        elif hasattr(conn, "terminate"):
+            conn.terminate()
+    rec.dbapi_connection = None
 
 
 class ZonalPool(Pool):
@@ -177,6 +201,10 @@ class ZonalPool(Pool):
                                         zconnect.driver_of(dialect))
         self._clock = clock
         self._core = self._core_class(_RecordDriver(self), _zonal_config, clock=clock)
+        if _zonal_config.serverless:
+            # A serverless runtime may freeze or destroy the sandbox right after
+            # SIGTERM: close idle connections first (main thread only; chains).
+            install_sigterm_handler()
         if dialect is not None and hasattr(dialect, "dispatch"):
             zconnect.install(dialect)
             if _zonal_config.pgbouncer:
@@ -203,10 +231,18 @@ class ZonalPool(Pool):
         return invoke
 
     def _do_get(self) -> _ConnectionRecord:
-        try:
-            pooled = self._core.getconn()
-        except core_errors.PoolTimeout as exc:
-            raise PoolTimeout(str(exc)) from None
+        core = self._core
+        state = core._state
+        # The common case without the general flow (same rules: see fast_checkout).
+        pooled = None
+        if state.config.leak_threshold is None:  # (leaks need the stack: the flow)
+            with state.lock:
+                pooled = state.fast_checkout(core.clock.now())
+        if pooled is None:
+            try:
+                pooled = core.getconn()
+            except core_errors.PoolTimeout as exc:
+                raise PoolTimeout(str(exc)) from None
         rec: _ConnectionRecord = pooled.raw
         rec._zonal_pooled = pooled  # type: ignore[attr-defined]
         return rec
@@ -216,10 +252,15 @@ class ZonalPool(Pool):
         if pooled is None:  # pragma: no cover - not one of ours
             record.close()
             return
-        if record.dbapi_connection is None or record._is_hard_or_soft_invalidated():
+        if record._is_hard_or_soft_invalidated():
             self._core.putconn(pooled, reset=False, discard="invalidated")
-        else:
-            self._core.putconn(pooled, reset=False)
+            return
+        core = self._core
+        state = core._state
+        with state.lock:
+            if state.fast_checkin(pooled, core.clock.now()):
+                return
+        core.putconn(pooled, reset=False)
 
     def _invalidate(self, connection: Any, exception: BaseException | None = None,
                     _checkin: bool = True) -> None:

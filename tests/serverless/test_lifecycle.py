@@ -21,6 +21,9 @@ from zonal_core.testing import FakeDriver
 
 @pytest.fixture
 def restore_sigterm() -> Iterator[None]:
+    # Serverless engines created by earlier tests install zonal's handler: start
+    # each test from the interpreter's own.
+    lifecycle.uninstall_sigterm_handler()
     before = signal.getsignal(signal.SIGTERM)
     try:
         yield
