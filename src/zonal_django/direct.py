@@ -70,7 +70,7 @@ def connect_direct(config: ZonalConfig, params: Mapping[str, Any], *,
         if left <= 0:
             break
         kwargs = dict(params)
-        kwargs.update(server_params(config, ep))
+        kwargs.update(server_params(config, ep, kwargs))
         try:
             conn: ZonalConnection = connect(kwargs, min(config.connect_timeout, left))
         except psycopg.Error as exc:

@@ -45,6 +45,7 @@ from psycopg.pq import TransactionStatus
 
 from zonal_core import pgbouncer as rules
 from zonal_core.errors import ZonalError
+from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.pool import ZonedPool
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.state import PooledConnection
@@ -175,6 +176,10 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             params = conf.connect_params(conn_params)
             # Idle connections sit in autocommit; Django sets its own mode at checkout.
             params["autocommit"] = True
+            if plan.config.serverless:
+                # the runtime may freeze or destroy the sandbox right after SIGTERM:
+                # close idle connections first (main thread only; chains)
+                install_sigterm_handler()
             return ZonedPool(PsycopgDriver(params, plan.config), plan.config)
 
         return pools.get_pool(self.alias, plan.fingerprint, build)
