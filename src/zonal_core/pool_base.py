@@ -65,6 +65,18 @@ class PoolBase:
         with self._state.lock:
             return self._state.snapshot(self.clock.now(), _clock_source(self.clock))
 
+    @property
+    def health_policy(self) -> HealthPolicy:
+        """How failures eject endpoints (see :class:`zonal_core.health.HealthPolicy`)."""
+        return self._state.health
+
+    def set_health_policy(self, policy: HealthPolicy) -> None:
+        """Replace how failures eject endpoints: consecutive failures, first and
+        longest ejection, jitter. Applies to the next failure; e.g. a demo that must
+        show a whole outage in seconds uses ``HealthPolicy(base_ejection=1.5)``."""
+        with self._state.lock:
+            self._state.health = policy
+
     def _secrets(self) -> list[str]:
         return [ep.password for ep in self.config.topology.endpoints if ep.password]
 

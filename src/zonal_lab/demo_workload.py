@@ -90,7 +90,7 @@ def set_health_policy(pool: ZonedPool, policy: HealthPolicy) -> None:
     """Give ``pool`` shorter ejections, so a short demo shows a whole outage and its
     failback. Adapters build their pool with the default :class:`HealthPolicy`
     (5 s first ejection); this is for the demo only, before any traffic."""
-    pool._state.health = policy
+    pool.set_health_policy(policy)
 
 
 def _error_name(exc: BaseException) -> str:

@@ -551,3 +551,16 @@ def test_a_fixed_password_is_not_retried() -> None:
     drv.script("a", ["auth", "ok"])
     with pytest.raises(FakeDBError, match="password authentication"):
         pool.getconn()
+
+
+def test_health_policy_is_public_and_applies_to_the_next_failure() -> None:
+    from zonal_core.health import HealthPolicy
+
+    pool, drv, _ = make()
+    pool.set_health_policy(HealthPolicy(consecutive_failures=1, base_ejection=1.5))
+    assert pool.health_policy.base_ejection == 1.5
+    drv.set("a", "refuse")
+    pool.getconn()
+    h = pool._state.zones["a"].endpoints[0]
+    assert h.state is HealthState.EJECTED
+    assert 1.5 <= h.ejected_until - h.ejected_at <= 1.5 * 1.2
