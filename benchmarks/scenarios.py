@@ -87,6 +87,14 @@ def _verdict(ratio: float | None, *, higher_is_better: bool, peer: str) -> str:
     return f"zonal {'wins' if better else 'LOSES'} vs {peer}"
 
 
+_ROUND_TRIPS = (
+    "Each subject does a request the way its users' code does: SQLAlchemy "
+    "(zonal, QueuePool, NullPool) BEGIN + query + ROLLBACK, psycopg_pool's connection() "
+    "BEGIN + query + COMMIT, Django autocommit (the query alone, one round trip). So "
+    "Django and psycopg_pool against the SQLAlchemy pools compares stacks, not only "
+    "pools; zonal against QueuePool is the like-for-like pair.")
+
+
 # -- 1. overhead ----------------------------------------------------------------
 
 
@@ -140,15 +148,16 @@ def overhead(ctx: Context) -> Result:
 
 
 def _throughput(s: Subject, threads: int, seconds: float, sql: str = "select 1") -> Run:
+    s.prefill(min(threads, s.size))  # every connection the run can use is open
     run_workload(lambda: s.query(sql), threads=threads, duration=min(0.3, seconds / 3),
-                 max_requests=2_000)  # warm: connections open, caches filled
+                 max_requests=2_000)  # warm: caches filled
     return run_workload(lambda: s.query(sql), threads=threads, duration=seconds,
                         max_requests=2_000_000)
 
 
 def preping(ctx: Context) -> Result:
-    seconds = ctx.pick(1.0, 4.0)
-    rounds = ctx.pick(1, 3)
+    seconds = ctx.pick(1.0, 3.0)
+    rounds = ctx.pick(2, 5)
     threads = 4
     target = ctx.target(("a",))
     rows: list[dict[str, Any]] = []
@@ -162,10 +171,11 @@ def preping(ctx: Context) -> Result:
         tput: dict[bool, list[float]] = {False: [], True: []}
         label = ""
         for rnd in range(rounds):
-            for ping in (False, True):
+            # alternate which goes first: whatever drifts (load, caches) hits both
+            for ping in ((False, True) if rnd % 2 == 0 else (True, False)):
                 with _subject(kind, target, size=threads, ping=ping) as s:
                     ctx.progress(f"pre-ping: {s.label}, round {rnd + 1}/{rounds}, "
-                                 f"{threads} threads, {seconds:.0f} s")
+                                 f"{threads} threads, {seconds:g} s")
                     run = _throughput(s, threads, seconds)
                     tput[ping].append(run.throughput())
                     label = label or LABELS[kind]
@@ -209,7 +219,7 @@ def preping(ctx: Context) -> Result:
 
 
 def throughput(ctx: Context) -> Result:
-    seconds = ctx.pick(0.8, 4.0)
+    seconds = ctx.pick(0.8, 3.0)
     thread_counts = ctx.pick((4, 64), (4, 16, 64))
     rounds = ctx.pick(1, 3)
     size = 16
@@ -245,6 +255,7 @@ def throughput(ctx: Context) -> Result:
                 lat = lats[kind]
                 cell[kind] = {"subject": kind, "label": LABELS[kind], "path": path,
                               "threads": threads, "rps": _r(median(values), 0),
+                              "mean": _r(sum(lat) / len(lat) if lat else None, 3),
                               "p50": _r(percentile(lat, 50), 3),
                               "p99": _r(percentile(lat, 99), 3), "errors": errs[kind],
                               "rounds": [round(v) for v in values]}
@@ -274,8 +285,14 @@ def throughput(ctx: Context) -> Result:
     notes.append(f"Pool of {size} connections for every pooled subject (QueuePool "
                  "max_overflow=0, psycopg_pool min_size=4 max_size=16); behind PgBouncer "
                  "every psycopg subject has prepare_threshold=None (transaction mode needs it).")
-    notes.append("With 64 threads on a pool of 16 most of p99 is the wait for a free "
-                 "connection, not the query.")
+    notes.append("With more threads than connections the pool is saturated: the mean "
+                 "latency is then fixed by the throughput (threads / req/s, Little's law), "
+                 "and p50 vs p99 shows how fairly the waits are shared. zonal hands a "
+                 "returned connection to the longest waiter (FIFO: p50 close to the mean); "
+                 "QueuePool lets a running thread take a returned connection before the woken "
+                 "waiter runs (low p50, "
+                 "long tail for the threads left waiting).")
+    notes.append(_ROUND_TRIPS)
     return {
         "title": "3. Throughput and latency against one zone",
         "what": f"`SELECT 1` per second and p50/p99 latency (ms) with 4-64 client threads, "
@@ -283,7 +300,7 @@ def throughput(ctx: Context) -> Result:
                 "round(s), latencies over all of them; zone a direct and through its PgBouncer "
                 "(transaction mode); `vs QP` is req/s relative to QueuePool in the same cell.",
         "columns": [["path", "path"], ["threads", "threads"], ["label", "subject"],
-                    ["rps", "req/s"], ["vs_qp", "vs QP"], ["p50", "p50 ms"],
+                    ["rps", "req/s"], ["vs_qp", "vs QP"], ["mean", "mean ms"], ["p50", "p50 ms"],
                     ["p99", "p99 ms"], ["errors", "errors"], ["verdict", "verdict"]],
         "rows": rows, "headline": headline, "notes": notes,
         "plot": {"kind": "bars", "ylabel": "SELECT 1 per second (higher is better)",
@@ -585,6 +602,7 @@ def affinity(ctx: Context) -> Result:
     notes = [
         f"Zone b sits behind the fault proxy with +{latency_ms} ms per round trip; zone a "
         "behind the same proxy with none. NullPool goes through each zone's PgBouncer.",
+        _ROUND_TRIPS,
         "A connection in the remote zone answers about 20x slower, so it serves far fewer "
         "requests: '% local' per request understates how many connections landed remote; "
         "p99 shows them.",

@@ -85,6 +85,7 @@ class Subject:
     _checkout: Callable[[], contextlib.AbstractContextManager[Callable[[str], Any]]]
     _close: Callable[[], None]
     settings: dict[str, Any] = field(default_factory=dict)
+    size: int = 0
 
     def query(self, sql: str = "select 1") -> Any:
         """Check out, run ``sql``, return its first value, check in."""
@@ -97,6 +98,26 @@ class Subject:
 
     def close(self) -> None:
         self._close()
+
+    def prefill(self, n: int, timeout: float = 30.0) -> None:
+        """Open ``n`` connections at once (one thread each) and give them back, so a
+        measure starts with a full pool rather than timing the pool's growth."""
+        if n <= 0 or self.kind == "nullpool":
+            return
+        barrier = threading.Barrier(n + 1)
+
+        def hold() -> None:
+            with contextlib.suppress(threading.BrokenBarrierError), self.checkout() as run:
+                run("select 1")
+                barrier.wait(timeout)
+
+        threads = [threading.Thread(target=hold, daemon=True) for _ in range(n)]
+        for t in threads:
+            t.start()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout)
+        for t in threads:
+            t.join(timeout)
 
 
 # -- builders -----------------------------------------------------------------
@@ -278,4 +299,6 @@ def make_subject(kind: str, target: Target, *, size: int = 8, ping: bool = False
             fo = {"connect_timeout": 2}
     else:
         fo.pop("load_balance_hosts", None)
-    return build(target, size, ping, fo)
+    subject = build(target, size, ping, fo)
+    subject.size = size
+    return subject

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -168,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         if lab is not None:
             lab.stop()
     results["meta"]["seconds"] = round(time.monotonic() - t0, 1)
+    if hasattr(os, "getloadavg"):  # other work on the machine skews every figure
+        results["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.no_plots:
         if bench_plot.available():
             for name, res in results["scenarios"].items():

@@ -144,7 +144,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines.append(f"Machine: {_machine_line(results.get('machine', {}))}  ")
     secs = meta.get("seconds")
     if secs is not None:
-        lines.append(f"Run time: {secs:.0f} s{' (--quick)' if meta.get('quick') else ''}  ")
+        load = meta.get("load_average_end")
+        lines.append(f"Run time: {secs:.0f} s{' (--quick)' if meta.get('quick') else ''}"
+                     + (f"; load average {load[0]} at the end" if load else "") + "  ")
     lines.append(f"Subjects: {', '.join(meta.get('subjects_labels', meta.get('subjects', [])))}")
     lines.append("")
     scenarios: dict[str, dict[str, Any]] = results.get("scenarios", {})
