@@ -97,9 +97,10 @@ def _timelines(name: str, spec: dict[str, Any], folder: Path) -> list[str]:
             ax.set_ylabel("ms", fontsize=8)
             ax.set_title(run["label"], fontsize=9, loc="left")
             ax.legend(fontsize=7, loc="upper right", markerscale=2)
+        done = {"kill": "killed", "pause": "paused"}.get(fault, fault)
         axes[-1, 0].set_xlabel(
-            f"seconds since start (red line: zone a {fault}ed; green: repaired)")
-        fig.suptitle(f"Failover timeline: latency per request, zone a {fault}ed", fontsize=11)
+            f"start of the request, s (red line: zone a {done}; green: repaired)")
+        fig.suptitle(f"Failover timeline: latency per request, zone a {done}", fontsize=11)
         fig.tight_layout()
         fname = f"{name}-{fault}.png"
         fig.savefig(folder / fname, dpi=110)
