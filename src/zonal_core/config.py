@@ -651,9 +651,10 @@ def _env_text(environ: Mapping[str, Any], key: str) -> str | None:
 
 def _decoded(data: object, origin: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
+        # Never echo the value: a lone string may be an endpoint with its password.
         raise ZonalConfigError(
             origin,
-            f"must hold a mapping (an object), not {_show(data)}",
+            f"must hold a mapping (an object), not a {type(data).__name__}",
             fix='{"zones": {"a": "10.0.1.5:6432"}, "local_zone": "a"}',
         )
     return _canonical(data, origin)
