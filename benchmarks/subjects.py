@@ -86,6 +86,7 @@ class Subject:
     _close: Callable[[], None]
     settings: dict[str, Any] = field(default_factory=dict)
     size: int = 0
+    pool: Any = None  # the pool object, for what it counts itself (zonal's stats())
 
     def query(self, sql: str = "select 1") -> Any:
         """Check out, run ``sql``, return its first value, check in."""
@@ -129,7 +130,7 @@ def _engine_subject(kind: str, label: str, engine: Any, settings: dict[str, Any]
         with engine.connect() as conn:
             yield lambda sql: conn.exec_driver_sql(sql).scalar()
 
-    return Subject(kind, label, checkout, engine.dispose, settings)
+    return Subject(kind, label, checkout, engine.dispose, settings, pool=engine.pool)
 
 
 def _zonal(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
