@@ -8,6 +8,7 @@ SQLAlchemy or Django.
 from zonal_core.clock import Clock, FakeClock, Jitter, SystemClock
 from zonal_core.config import ZonalConfig, build_config
 from zonal_core.errors import (
+    CredentialError,
     NoHealthyZone,
     PoolClosed,
     PoolTimeout,
@@ -26,6 +27,7 @@ from zonal_core.topology import Endpoint, Topology, Zone
 __all__ = [
     "AsyncZonedPool",
     "Clock",
+    "CredentialError",
     "Endpoint",
     "FakeClock",
     "HealthPolicy",

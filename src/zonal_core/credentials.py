@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from zonal_core.errors import ZonalConfigError
+from zonal_core.errors import CredentialError, ZonalConfigError
 
 __all__ = ["resolve", "resolve_async"]
 
@@ -25,9 +25,18 @@ def _checked(value: Any) -> str | None:
                            "not a string", fix="return the token as a str")
 
 
+def _call(provider: Any) -> Any:
+    try:
+        return provider()
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise CredentialError(f"the password provider failed: {type(exc).__name__}: "
+                              f"{first}") from exc
+
+
 def resolve(password: Any) -> str | None:
     """The password for one new connection (sync callers)."""
-    value = password() if callable(password) else password
+    value = _call(password) if callable(password) else password
     if inspect.isawaitable(value):
         if hasattr(value, "close"):
             value.close()  # never awaited: say so instead of warning later
@@ -38,7 +47,11 @@ def resolve(password: Any) -> str | None:
 
 async def resolve_async(password: Any) -> str | None:
     """The password for one new connection (async callers); awaits async providers."""
-    value = password() if callable(password) else password
+    value = _call(password) if callable(password) else password
     if inspect.isawaitable(value):
-        value = await value
+        try:
+            value = await value
+        except Exception as exc:
+            raise CredentialError(f"the password provider failed: {type(exc).__name__}: "
+                                  f"{(str(exc).splitlines() or [''])[0][:200]}") from exc
     return _checked(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CredentialError",
     "NoHealthyZone",
     "PoolClosed",
     "PoolTimeout",
@@ -51,6 +52,12 @@ class PoolTimeout(ZonalError, TimeoutError):
 
 class NoHealthyZone(ZonalError):
     """Every endpoint of every zone is ejected, and one last attempt failed too."""
+
+
+class CredentialError(ZonalError):
+    """The ``password`` provider failed (a token service down). It says nothing
+    about the database zones, so no zone is ejected for it; the provider's own
+    exception is chained as ``__cause__``."""
 
 
 class PoolClosed(ZonalError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from zonal_core.backoff import Backoff
 from zonal_core.clock import Clock
-from zonal_core.errors import NoHealthyZone, ZonalConfigError
+from zonal_core.errors import CredentialError, NoHealthyZone, ZonalConfigError
 from zonal_core.pgerrors import is_auth_failure, is_server_busy, safe_description
 from zonal_core.state import Grant, PooledConnection, PoolState, Waiter
 from zonal_core.topology import Endpoint
@@ -64,9 +64,21 @@ def connect_error_kind(exc: BaseException) -> str:
     """``busy`` (retry with backoff), ``auth`` (raise), or ``failure`` (fail over)."""
     if is_server_busy(exc):
         return "busy"
-    if is_auth_failure(exc):
+    if is_auth_failure(exc) or _caused_by_credentials(exc):
         return "auth"
     return "failure"
+
+
+def _caused_by_credentials(exc: BaseException) -> bool:
+    # The provider's failure may arrive wrapped by an adapter (SQLAlchemy).
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, CredentialError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float,

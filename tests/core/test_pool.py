@@ -564,3 +564,24 @@ def test_health_policy_is_public_and_applies_to_the_next_failure() -> None:
     h = pool._state.zones["a"].endpoints[0]
     assert h.state is HealthState.EJECTED
     assert 1.5 <= h.ejected_until - h.ejected_at <= 1.5 * 1.2
+
+
+def test_a_failing_password_provider_ejects_nothing() -> None:
+    from zonal_core.credentials import resolve
+
+    def down() -> str:
+        raise RuntimeError("token service unavailable")
+
+    pool, drv, _ = make(password=down)
+    real_connect = drv.connect
+
+    def connect(endpoint: object, timeout: float) -> object:
+        resolve(pool.config.password)  # as the real drivers do, per new connection
+        return real_connect(endpoint, timeout)  # type: ignore[arg-type]
+
+    drv.connect = connect  # type: ignore[method-assign]
+    for _ in range(3):
+        with pytest.raises(errors.CredentialError, match="token service") as ei:
+            pool.getconn()
+        assert isinstance(ei.value.__cause__, RuntimeError)
+    assert all(z.ejections == 0 for z in pool.stats().zones.values())

@@ -35,7 +35,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import Engine, create_engine, exc, text
 
-from zonal_core import NoHealthyZone, PoolTimeout, QueryTimeout, ZonalConfigError
+from zonal_core import (
+    CredentialError,
+    NoHealthyZone,
+    PoolTimeout,
+    QueryTimeout,
+    ZonalConfigError,
+)
 from zonal_core.config import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, build_config
 from zonal_core.metrics import otel, prometheus
 from zonal_sqlalchemy import ZonalPool
@@ -305,8 +311,6 @@ def test_provider_threads_see_no_password_in_errors(zonal_lab: Any, logs: io.Str
     assert token not in blob and quote(token, safe="") not in blob
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a failing password provider counts as an "
-                   "endpoint failure and ejects healthy zones")
 def test_a_failing_provider_ejects_no_zone() -> None:
     """Minimal reproduction (no database needed: the provider fails before any I/O).
     A token service that is down says nothing about the database zones; expected:
@@ -323,8 +327,9 @@ def test_a_failing_provider_ejects_no_zone() -> None:
                           password=provider, timeout=1, environ={})
     pool = ZonedPool(PsycopgDriver({"user": "app", "dbname": "db"}, config), config)
     try:
-        with pytest.raises(RuntimeError, match="token service"):
+        with pytest.raises(CredentialError, match="token service") as ei:
             pool.getconn()
+        assert isinstance(ei.value.__cause__, RuntimeError)
     finally:
         stats = pool.stats()
         pool.close()
