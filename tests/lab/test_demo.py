@@ -70,12 +70,17 @@ def check_summary(out: str) -> None:
     assert len(fb) == 2 and not any("NO" in line for line in fb), fb
     assert "none hung" in summary_line(out, "black hole:")
     assert summary_line(out, "result:") == "result: OK"
-    # every phase happened, in order
-    steps = ["kill zone a", "failover:", "start zone a again", "failback:", "black-hole zone a",
-             "heal zone a", "failback:"]
+    # every phase happened: the scheduled faults in order; the pool's own events
+    # (failover, failback) each twice, wherever the timing put them (on a loaded
+    # machine a failover may be seen only after the scheduled restart)
     pos = 0
-    for step in steps:
+    for step in ["kill zone a", "start zone a again", "black-hole zone a", "heal zone a"]:
         pos = out.index(step, pos)
+    events = [line.split("  ", 2)[-1] for line in out.splitlines() if line.startswith(">>")]
+    assert sum(e.startswith("failover:") for e in events) == 2, events
+    assert sum(e.startswith("failback:") for e in events) == 2, events
+    first_kill = out.index("kill zone a")
+    assert out.index("failover:", first_kill) < out.index("summary")
     # the live table was shown
     assert "in use" in out and "waiting" in out and "p99" in out
 

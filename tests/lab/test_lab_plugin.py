@@ -56,7 +56,8 @@ def run_pytest(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
     (tmp_path / "test_user.py").write_text(USER_TESTS)
     # A user's project: none of this test session's plugin settings leak in.
     environ = {k: v for k, v in os.environ.items()
-               if k not in ("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "DJANGO_SETTINGS_MODULE")}
+               if k not in ("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "DJANGO_SETTINGS_MODULE",
+                            "ZONAL_LAB_REQUIRE")}
     environ.update(env)
     return subprocess.run(
         [
