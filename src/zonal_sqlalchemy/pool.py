@@ -31,6 +31,7 @@ from zonal_core import errors as core_errors
 from zonal_core.clock import Clock
 from zonal_core.config import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ZonalConfig, build_config
 from zonal_core.errors import ZonalConfigError
+from zonal_core.health import HealthPolicy
 from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.pool import ZonedPool
 from zonal_core.psycopg_driver import bounded_ping
@@ -338,6 +339,10 @@ class ZonalPool(Pool):
         """Close idle connections down to ``min_idle`` per zone before returning
         (what the request middleware calls in serverless mode)."""
         return self._core.trim(min_idle)
+
+    def set_health_policy(self, policy: HealthPolicy) -> None:
+        """How failures eject endpoints (see :class:`zonal_core.health.HealthPolicy`)."""
+        self._core.set_health_policy(policy)
 
     def reconfigure(self, **options: Any) -> None:
         """Adopt new options (zones, sizes...) without dropping borrowed connections."""
