@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.out) / stamp
     folder.mkdir(parents=True, exist_ok=True)
     progress = Progress(sys.stderr, len(names))
-    command = "zonal bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "bench" else "zonal bench"
+    argv = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []
+    command = " ".join(["zonal bench", *(shlex.quote(a) for a in argv)])
     labels: dict[str, str] = scenarios_mod.LABELS
     results: dict[str, Any] = {
         "meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -116,8 +116,12 @@ def _table(result: dict[str, Any]) -> list[str]:
         out.append("|" + "|".join("---" for _ in heads) + "|")
         for r in measured:
             out.append("| " + " | ".join(_cell(r.get(k)) for k in keys) + " |")
+    said = set()
     for r in skipped:
-        out.append(f"- {r.get('label', r.get('subject'))}: not measured — {r['skipped']}")
+        line = f"- {r.get('label', r.get('subject'))}: not measured — {r['skipped']}"
+        if line not in said:  # one line per subject and reason, not per cell
+            said.add(line)
+            out.append(line)
     return out
 
 
