@@ -35,6 +35,9 @@ def lab(zonal_lab: Any) -> Any:
     lab = zonal_lab(zones=["a", "b"])
     for z in lab.names:
         with lab[z].connect(autocommit=True) as c:
+            # The lab runs with synchronous_commit off: make this commit reach the
+            # WAL before a test kills the server, or the table is gone on restart.
+            c.execute("SET synchronous_commit = on")
             c.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial, key text NOT NULL)")
     return lab
 
