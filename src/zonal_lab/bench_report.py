@@ -76,7 +76,7 @@ def machine(lab: Any = None) -> dict[str, Any]:
     if lab is not None:
         try:
             if lab.binaries is not None:
-                info["postgresql"] = lab.binaries.version().split(")")[-1].strip()
+                info["postgresql"] = str(lab.binaries.version).split(")")[-1].strip()
             from zonal_lab.binaries import find_pgbouncer, pgbouncer_version
 
             program = find_pgbouncer() if lab.pgbouncer else None
