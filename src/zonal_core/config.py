@@ -773,11 +773,7 @@ def build_config(
     except ZonalConfigError as exc:
         if not secrets:
             raise
-        raise ZonalConfigError(
-            redact(exc.field, secrets),
-            redact(exc.problem, secrets),
-            fix=redact(exc.fix, secrets) if exc.fix else None,
-        ) from None
+        raise exc.redacted(lambda text: redact(text, secrets)) from None
 
 
 def _resolve(layers: list[_Layer], env: Mapping[str, Any]) -> ZonalConfig:

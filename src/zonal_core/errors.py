@@ -6,6 +6,7 @@ password (see :func:`zonal_core.secrets.mask`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -41,6 +42,11 @@ class ZonalConfigError(ZonalError, ValueError):
         if fix:
             msg += f" (fix: {fix})"
         super().__init__(msg)
+
+    def redacted(self, scrub: Callable[[str], str]) -> ZonalConfigError:
+        """The same error with ``scrub`` applied to its field, problem and fix."""
+        return ZonalConfigError(scrub(self.field), scrub(self.problem),
+                                fix=scrub(self.fix) if self.fix else None)
 
 
 class PoolTimeout(ZonalError, TimeoutError):

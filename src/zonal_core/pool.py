@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from zonal_core.clock import Clock
-from zonal_core.config import ZonalConfig, build_config
+from zonal_core.config import ZonalConfig
 from zonal_core.driver import Driver
 from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
 from zonal_core.pool_base import PoolBase
@@ -126,25 +126,15 @@ class ZonedPool(PoolBase):
                     discard = "invalidated"
             except Exception:
                 discard = "invalidated"
-        state = self._state
-        with state.lock:
-            if discard is None and state.fast_checkin(rec, self.clock.now()):
-                return
-            closing = state.release(rec, self.clock.now(), discard)
-        self._close_all(closing)
+        self._close_all(self._checkin_plan(rec, discard))
 
     def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:
         """Discard ``rec`` after an error; on a disconnect, its zone's older ones too."""
-        with self._state.lock:
-            closing = self._discard_plan(rec, exc)
-        self._close_all(closing)
+        self._close_all(self._invalidate_plan(rec, exc))
 
     def record_failure(self, target: PooledConnection | Endpoint) -> None:
         """Count a failure (a query timeout) against an endpoint (or ``rec``'s)."""
-        ep = target.endpoint if isinstance(target, PooledConnection) else target
-        with self._state.lock:
-            closing = self._state.endpoint_failed(ep, self.clock.now())
-        self._close_all(closing)
+        self._close_all(self._endpoint_failed_plan(target))
 
     def invalidate_zone(self, zone: str) -> None:
         """A disconnect in ``zone``: close its idle connections opened until now and
@@ -173,16 +163,14 @@ class ZonedPool(PoolBase):
     def trim(self, min_idle: int | None = None) -> int:
         """Close idle connections down to ``min_idle`` per zone (config's when None)
         before returning; returns how many were closed."""
-        with self._state.lock:
-            closing = self._state.trim(self.clock.now(), min_idle)
+        closing = self._trim_plan(min_idle)
         n = len(closing)
         self._close_all(closing)
         return n
 
     def drain(self) -> int:
         """Close every idle connection now; borrowed ones close at checkin."""
-        with self._state.lock:
-            closing = self._state.drain(self.clock.now())
+        closing = self._drain_plan()
         n = len(closing)
         self._close_all(closing)
         return n
@@ -190,19 +178,11 @@ class ZonedPool(PoolBase):
     def reconfigure(self, config: ZonalConfig | Mapping[str, Any] | None = None,
                     **options: Any) -> None:
         """Adopt a new configuration without dropping borrowed connections."""
-        if not isinstance(config, ZonalConfig):
-            config = build_config(config, **options)
-        elif options:
-            config = config.replace(**options)
-        with self._state.lock:
-            closing = self._state.reconfigure(config, self.clock.now())
-        self._close_all(closing)
+        self._close_all(self._reconfigure_plan(config, options))
 
     def close(self) -> None:
         """Close idle connections now, the borrowed ones at checkin; no more checkouts."""
-        with self._state.lock:
-            closing = self._state.close(self.clock.now())
-        self._close_all(closing)
+        self._close_all(self._close_plan())
 
     def _close_idle_sync(self) -> None:
         self.close()

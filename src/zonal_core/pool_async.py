@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from zonal_core.clock import Clock
-from zonal_core.config import ZonalConfig, build_config
+from zonal_core.config import ZonalConfig
 from zonal_core.driver import AsyncDriver
 from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
 from zonal_core.pool_base import PoolBase
@@ -120,25 +120,15 @@ class AsyncZonedPool(PoolBase):
                     discard = "invalidated"
             except Exception:
                 discard = "invalidated"
-        state = self._state
-        with state.lock:
-            if discard is None and state.fast_checkin(rec, self.clock.now()):
-                return
-            closing = state.release(rec, self.clock.now(), discard)
-        await self._close_all(closing)
+        await self._close_all(self._checkin_plan(rec, discard))
 
     async def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:
         """Discard ``rec`` after an error; on a disconnect, its zone's older ones too."""
-        with self._state.lock:
-            closing = self._discard_plan(rec, exc)
-        await self._close_all(closing)
+        await self._close_all(self._invalidate_plan(rec, exc))
 
     async def record_failure(self, target: PooledConnection | Endpoint) -> None:
         """Count a failure (a query timeout) against an endpoint (or ``rec``'s)."""
-        ep = target.endpoint if isinstance(target, PooledConnection) else target
-        with self._state.lock:
-            closing = self._state.endpoint_failed(ep, self.clock.now())
-        await self._close_all(closing)
+        await self._close_all(self._endpoint_failed_plan(target))
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None
@@ -155,16 +145,14 @@ class AsyncZonedPool(PoolBase):
 
     async def trim(self, min_idle: int | None = None) -> int:
         """Close idle connections down to ``min_idle`` per zone; returns how many."""
-        with self._state.lock:
-            closing = self._state.trim(self.clock.now(), min_idle)
+        closing = self._trim_plan(min_idle)
         n = len(closing)
         await self._close_all(closing)
         return n
 
     async def drain(self) -> int:
         """Close every idle connection now; borrowed ones close at checkin."""
-        with self._state.lock:
-            closing = self._state.drain(self.clock.now())
+        closing = self._drain_plan()
         n = len(closing)
         await self._close_all(closing)
         return n
@@ -172,19 +160,11 @@ class AsyncZonedPool(PoolBase):
     async def reconfigure(self, config: ZonalConfig | Mapping[str, Any] | None = None,
                           **options: Any) -> None:
         """Adopt a new configuration without dropping borrowed connections."""
-        if not isinstance(config, ZonalConfig):
-            config = build_config(config, **options)
-        elif options:
-            config = config.replace(**options)
-        with self._state.lock:
-            closing = self._state.reconfigure(config, self.clock.now())
-        await self._close_all(closing)
+        await self._close_all(self._reconfigure_plan(config, options))
 
     async def close(self) -> None:
         """Close idle connections now, the borrowed ones at checkin."""
-        with self._state.lock:
-            closing = self._state.close(self.clock.now())
-        await self._close_all(closing)
+        await self._close_all(self._close_plan())
 
     async def __aenter__(self) -> AsyncZonedPool:
         return self

@@ -18,6 +18,7 @@ from zonal_core.health import HealthPolicy
 from zonal_core.pgerrors import is_disconnect
 from zonal_core.state import PooledConnection, PoolState
 from zonal_core.stats import PoolStats
+from zonal_core.topology import Endpoint
 
 __all__ = ["PoolBase"]
 
@@ -108,6 +109,47 @@ class PoolBase:
                         rec.zone, held, self.config.leak_threshold or 0, where)
 
     # -- decisions shared by both runners ------------------------------------
+
+    def _checkin_plan(self, rec: PooledConnection, discard: str | None
+                      ) -> list[PooledConnection]:
+        """Under the lock: check ``rec`` in; what to close outside it."""
+        state = self._state
+        with state.lock:
+            if discard is None and state.fast_checkin(rec, self.clock.now()):
+                return []
+            return state.release(rec, self.clock.now(), discard)
+
+    def _trim_plan(self, min_idle: int | None) -> list[PooledConnection]:
+        with self._state.lock:
+            return self._state.trim(self.clock.now(), min_idle)
+
+    def _drain_plan(self) -> list[PooledConnection]:
+        with self._state.lock:
+            return self._state.drain(self.clock.now())
+
+    def _close_plan(self) -> list[PooledConnection]:
+        with self._state.lock:
+            return self._state.close(self.clock.now())
+
+    def _endpoint_failed_plan(self, target: PooledConnection | Endpoint
+                              ) -> list[PooledConnection]:
+        ep = target.endpoint if isinstance(target, PooledConnection) else target
+        with self._state.lock:
+            return self._state.endpoint_failed(ep, self.clock.now())
+
+    def _reconfigure_plan(self, config: ZonalConfig | Mapping[str, Any] | None,
+                          options: Mapping[str, Any]) -> list[PooledConnection]:
+        if not isinstance(config, ZonalConfig):
+            config = build_config(config, **options)
+        elif options:
+            config = config.replace(**options)
+        with self._state.lock:
+            return self._state.reconfigure(config, self.clock.now())
+
+    def _invalidate_plan(self, rec: PooledConnection, exc: BaseException | None
+                         ) -> list[PooledConnection]:
+        with self._state.lock:
+            return self._discard_plan(rec, exc)
 
     def _discard_plan(self, rec: PooledConnection, exc: BaseException | None
                       ) -> list[PooledConnection]:

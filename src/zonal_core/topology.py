@@ -502,11 +502,7 @@ def parse_topology(value: object, *, field: str = "zones", version: object = Non
         collect_secrets(value, secrets)
         if not secrets:
             raise
-        raise ZonalConfigError(
-            redact(exc.field, secrets),
-            redact(exc.problem, secrets),
-            fix=redact(exc.fix, secrets) if exc.fix else None,
-        ) from None
+        raise exc.redacted(lambda text: redact(text, secrets)) from None
 
 
 _USERINFO_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")

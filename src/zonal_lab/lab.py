@@ -209,21 +209,17 @@ class Zone:
     def server_connections(self, application_name: str | None = None) -> int:
         """Client backends of the lab's database, from ``pg_stat_activity``, not
         counting the one asking; only those of ``application_name`` if given."""
-        sql = "SELECT count(*)" + self._FILTER
-        params: list[Any] = [self.lab.database]
-        if application_name is not None:
-            sql += " AND application_name = %s"
-            params.append(application_name)
-        with self._admin() as conn:
-            row = conn.execute(sql, params).fetchone()
-        assert row is not None
-        return int(row[0])
+        return self._count_backends("count(*)", application_name)
 
     def terminate_backends(self, application_name: str | None = None) -> int:
         """``pg_terminate_backend`` every client backend of the lab's database (only
         those of ``application_name`` if given), waiting up to 5 s for each to end;
         returns how many were terminated."""
-        sql = "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))" + self._FILTER
+        return self._count_backends(
+            "count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))", application_name)
+
+    def _count_backends(self, aggregate: str, application_name: str | None) -> int:
+        sql = f"SELECT {aggregate}" + self._FILTER
         params: list[Any] = [self.lab.database]
         if application_name is not None:
             sql += " AND application_name = %s"

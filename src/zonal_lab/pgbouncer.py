@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from zonal_lab import procs
 from zonal_lab.binaries import pgbouncer_version
 from zonal_lab.errors import LabError
 from zonal_lab.runas import RunAs
@@ -162,10 +163,7 @@ class PgBouncer:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of PgBouncer's log, for error messages."""
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return procs.log_tail(self.logfile, lines)
 
     def _signal(self, sig: int) -> None:
         proc = self._proc

@@ -208,10 +208,7 @@ class PostgresServer:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log, for error messages."""
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return procs.log_tail(self.logfile, lines)
 
     def pause(self) -> None:
         """SIGSTOP the postmaster and every backend: connections stay open, nothing answers."""

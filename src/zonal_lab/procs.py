@@ -108,3 +108,11 @@ def wait_gone(pids: list[int], timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` of a server's log file, for error messages ("" if unreadable)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
