@@ -331,19 +331,13 @@ class ZonalWSGIMiddleware:
         self.scope = _check_scope(scope)
         self.commit_when = commit_when
         self.trim = trim
-        bind = engine_or_sessionmaker
-        if isinstance(bind, Engine):
-            self._factory: Callable[[], Session] = partial(
-                Session, bind=bind, expire_on_commit=False)
-            self._engines = [bind]
-        elif isinstance(bind, sessionmaker):
-            self._factory = bind
-            self._engines = _bound_engines(bind.kw, Engine)
-        else:
-            raise TypeError(f"ZonalWSGIMiddleware needs an Engine or a sessionmaker, "
-                            f"not {type(bind).__name__}"
-                            + (" (use ZonalASGIMiddleware for async engines)"
-                               if isinstance(bind, (AsyncEngine, async_sessionmaker)) else ""))
+        bind: Any = engine_or_sessionmaker
+        if isinstance(bind, (AsyncEngine, async_sessionmaker)):
+            raise TypeError(f"ZonalWSGIMiddleware needs an Engine or a sessionmaker, not "
+                            f"{type(bind).__name__} (use ZonalASGIMiddleware for async engines)")
+        self._factory: Callable[[], Session]
+        self._factory, self._engines = _sessions_of(bind, Engine, sessionmaker, Session,
+                                                    "ZonalWSGIMiddleware")
         self._engine = _connection_engine(self.scope, self._engines)
         _check_trim(trim, [e.pool for e in self._engines])
 
@@ -545,17 +539,10 @@ class ZonalASGIMiddleware:
         self.scope = _check_scope(scope)
         self.commit_when = commit_when
         self.trim = trim
-        bind = engine_or_async_sessionmaker
-        if isinstance(bind, AsyncEngine):
-            self._factory: Callable[[], AsyncSession] = partial(
-                AsyncSession, bind=bind, expire_on_commit=False)
-            self._engines = [bind]
-        elif isinstance(bind, async_sessionmaker):
-            self._factory = bind
-            self._engines = _bound_engines(bind.kw, AsyncEngine)
-        else:
-            raise TypeError(f"ZonalASGIMiddleware needs an AsyncEngine or an "
-                            f"async_sessionmaker, not {type(bind).__name__}")
+        self._factory: Callable[[], AsyncSession]
+        self._factory, self._engines = _sessions_of(
+            engine_or_async_sessionmaker, AsyncEngine, async_sessionmaker, AsyncSession,
+            "ZonalASGIMiddleware")
         self._engine = _connection_engine(self.scope, self._engines)
         _check_trim(trim, [e.sync_engine.pool for e in self._engines])
 
@@ -647,6 +634,20 @@ def _check_scope(scope: str) -> ScopeKind:
 
 
 E = TypeVar("E", Engine, AsyncEngine)
+
+
+def _sessions_of(bind: Any, engine_type: type[E], maker_type: type[Any],
+                 session_type: Callable[..., Any], who: str
+                 ) -> tuple[Callable[[], Any], list[E]]:
+    """A request session factory and the engines behind it, from an engine (sessions
+    that keep their attributes after commit) or from the user's sessionmaker."""
+    if isinstance(bind, engine_type):
+        factory: Callable[[], Any] = partial(session_type, bind=bind, expire_on_commit=False)
+        return factory, [bind]
+    if isinstance(bind, maker_type):
+        return bind, _bound_engines(bind.kw, engine_type)
+    raise TypeError(f"{who} needs an {engine_type.__name__} or an {maker_type.__name__}, "
+                    f"not {type(bind).__name__}")
 
 
 def _bound_engines(kw: MutableMapping[str, Any], kind: type[E]) -> list[E]:
