@@ -289,6 +289,9 @@ def test_asyncpg_through_sqlalchemy_adapter() -> None:
     mod = pytest.importorskip("sqlalchemy.dialects.postgresql.asyncpg")
     import asyncpg
 
+    if not hasattr(mod.AsyncAdapt_asyncpg_connection, "_handle_exception_no_connection"):
+        pytest.skip("the adapter's exception translation is reachable this way on "
+                    "SQLAlchemy 2.1 only")
     dbapi = mod.AsyncAdapt_asyncpg_dbapi(asyncpg)
 
     def translate(err: BaseException) -> BaseException:
