@@ -253,7 +253,9 @@ class ZonalPool(Pool):
         if pooled is None:  # pragma: no cover - not one of ours
             record.close()
             return
-        if record._is_hard_or_soft_invalidated():
+        # (= record._is_hard_or_soft_invalidated(): zonal never sets the pool-wide
+        # _invalidate_time, it invalidates zones in the core instead)
+        if record.dbapi_connection is None or record._soft_invalidate_time > record.starttime:
             self._core.putconn(pooled, reset=False, discard="invalidated")
             return
         core = self._core
