@@ -62,11 +62,9 @@ class ZonedPool(PoolBase):
         Raises :class:`~zonal_core.errors.PoolTimeout`,
         :class:`~zonal_core.errors.NoHealthyZone` or the driver's auth error.
         """
-        state = self._state
-        with state.lock:
-            rec = state.fast_checkout(self.clock.now())
+        rec = self._fast_checkout()
         if rec is not None:
-            return self._stamp(rec) if self.config.leak_threshold is not None else rec
+            return rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         gen = checkout_flow(self._state, self.clock, self._new_waiter(), t, closing,

@@ -55,11 +55,9 @@ class AsyncZonedPool(PoolBase):
 
     async def getconn(self, timeout: float | None = None) -> PooledConnection:
         """Check a connection out, waiting at most ``timeout`` (default: config's)."""
-        state = self._state
-        with state.lock:
-            rec = state.fast_checkout(self.clock.now())
+        rec = self._fast_checkout()
         if rec is not None:
-            return self._stamp(rec) if self.config.leak_threshold is not None else rec
+            return rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         waiter = _TaskWaiter()

@@ -110,6 +110,16 @@ class PoolBase:
 
     # -- decisions shared by both runners ------------------------------------
 
+    def _fast_checkout(self) -> PooledConnection | None:
+        """The common checkout in one locked step (see ``PoolState.fast_checkout``);
+        None: take the checkout flow."""
+        state = self._state
+        with state.lock:
+            rec = state.fast_checkout(self.clock.now())
+        if rec is not None and state.config.leak_threshold is not None:
+            self._stamp(rec)
+        return rec
+
     def _checkin_plan(self, rec: PooledConnection, discard: str | None
                       ) -> list[PooledConnection]:
         """Under the lock: check ``rec`` in; what to close outside it."""

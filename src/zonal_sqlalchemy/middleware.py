@@ -304,7 +304,17 @@ class RequestDB:
                     _log_cleanup_error(what, exc)
 
 
-class ZonalWSGIMiddleware:
+class _RequestOptions:
+    """What both middlewares are configured with."""
+
+    def __init__(self, scope: ScopeKind, commit_when: Callable[[int], bool],
+                 trim: bool | None) -> None:
+        self.scope = _check_scope(scope)
+        self.commit_when = commit_when
+        self.trim = trim
+
+
+class ZonalWSGIMiddleware(_RequestOptions):
     """WSGI middleware: a lazily opened, request-scoped Session (or Connection),
     ended by the request's outcome and always released (see the module docs).
 
@@ -328,9 +338,7 @@ class ZonalWSGIMiddleware:
         trim: bool | None = None,
     ) -> None:
         self.app = app
-        self.scope = _check_scope(scope)
-        self.commit_when = commit_when
-        self.trim = trim
+        _RequestOptions.__init__(self, scope, commit_when, trim)
         bind: Any = engine_or_sessionmaker
         if isinstance(bind, (AsyncEngine, async_sessionmaker)):
             raise TypeError(f"ZonalWSGIMiddleware needs an Engine or a sessionmaker, not "
@@ -514,7 +522,7 @@ class AsyncRequestDB:
                     _log_cleanup_error(what, exc)
 
 
-class ZonalASGIMiddleware:
+class ZonalASGIMiddleware(_RequestOptions):
     """ASGI middleware: a lazily opened, request-scoped AsyncSession (or
     AsyncConnection), ended by the request's outcome and always released, also when
     the request is cancelled (see the module docs).
@@ -536,9 +544,7 @@ class ZonalASGIMiddleware:
         trim: bool | None = None,
     ) -> None:
         self.app = app
-        self.scope = _check_scope(scope)
-        self.commit_when = commit_when
-        self.trim = trim
+        _RequestOptions.__init__(self, scope, commit_when, trim)
         self._factory: Callable[[], AsyncSession]
         self._factory, self._engines = _sessions_of(
             engine_or_async_sessionmaker, AsyncEngine, async_sessionmaker, AsyncSession,

@@ -232,18 +232,10 @@ class ZonalPool(Pool):
         return invoke
 
     def _do_get(self) -> _ConnectionRecord:
-        core = self._core
-        state = core._state
-        # The common case without the general flow (same rules: see fast_checkout).
-        pooled = None
-        if state.config.leak_threshold is None:  # (leaks need the stack: the flow)
-            with state.lock:
-                pooled = state.fast_checkout(core.clock.now())
-        if pooled is None:
-            try:
-                pooled = core.getconn()
-            except core_errors.PoolTimeout as exc:
-                raise PoolTimeout(str(exc)) from None
+        try:
+            pooled = self._core.getconn()
+        except core_errors.PoolTimeout as exc:
+            raise PoolTimeout(str(exc)) from None
         rec: _ConnectionRecord = pooled.raw
         rec._zonal_pooled = pooled  # type: ignore[attr-defined]
         return rec
@@ -257,13 +249,8 @@ class ZonalPool(Pool):
         # _invalidate_time, it invalidates zones in the core instead)
         if record.dbapi_connection is None or record._soft_invalidate_time > record.starttime:
             self._core.putconn(pooled, reset=False, discard="invalidated")
-            return
-        core = self._core
-        state = core._state
-        with state.lock:
-            if state.fast_checkin(pooled, core.clock.now()):
-                return
-        core.putconn(pooled, reset=False)
+        else:
+            self._core.putconn(pooled, reset=False)
 
     def _invalidate(self, connection: Any, exception: BaseException | None = None,
                     _checkin: bool = True) -> None:

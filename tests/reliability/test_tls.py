@@ -208,7 +208,9 @@ def test_create_engine_refuses_a_downgrade_and_takes_the_option() -> None:
     ],
 )
 def test_equal_or_stronger_zones_are_fine(a: Any, b: Any, local: str) -> None:
-    build_config(zones=zones_with(a, b), local_zone=local, environ={})
+    config = build_config(zones=zones_with(a, b), local_zone=local, environ={})
+    assert config.local_zone == local and set(config.zones) == {"a", "b"}
+    assert not config.allow_tls_downgrade
 
 
 def test_the_local_zone_is_what_counts() -> None:
