@@ -55,6 +55,9 @@ class Clock(Protocol):
 class SystemClock:
     """The production clock: ``CLOCK_BOOTTIME`` where available, else monotonic."""
 
+    #: connects may run side by side (hedging) under this clock
+    concurrent = True
+
     def __init__(self) -> None:
         clk = getattr(time, "CLOCK_BOOTTIME", None)
         if clk is not None and boottime_available():
@@ -89,9 +92,14 @@ class FakeClock:
     Waiting on an unset event advances the clock by the whole timeout at once (the
     waiter would have timed out), so single-threaded tests of timeouts run instantly.
 
+    Under a fake clock a pool never races connects (no hedging): a connect runs to
+    its end before the next starts, so the timeline a test drives stays exact.
+
     >>> c = FakeClock(); c.advance(600); c.now()
     600.0
     """
+
+    concurrent = False
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)

@@ -89,6 +89,7 @@ _TABLE = (
     "failback_after",
     "spillover",
     "target_session_attrs",
+    "hedge_after",
 )
 
 # Options beyond DESIGN's table (reliability and security features).
@@ -265,6 +266,19 @@ def _query_timeout(value: object, field: str) -> float | None:
         ) from None
 
 
+def _hedge_after(value: object, field: str) -> float | None:
+    # None (or "auto"): from the endpoint's measured connect latency; 0: off.
+    if value is None or (isinstance(value, str)
+                         and value.strip().lower() in ("none", "null", "auto")):
+        return None
+    try:
+        return _seconds(minimum=0, inclusive=True)(value, field)
+    except ZonalConfigError as exc:
+        raise ZonalConfigError(
+            field, exc.problem, fix="hedge_after=0.5, 0 to turn hedging off, or None (automatic)"
+        ) from None
+
+
 def _leak_threshold(value: object, field: str) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
         return None
@@ -308,6 +322,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "failback_after": _seconds(minimum=0, inclusive=True),
     "spillover": _flag,
     "target_session_attrs": _choice("any", "read-write", "read-only"),
+    "hedge_after": _hedge_after,
     "leak_threshold": _leak_threshold,
     "allow_tls_downgrade": _flag,
     "password": _password,
@@ -382,6 +397,10 @@ class ZonalConfig:
     failback_after: float = 30.0
     spillover: bool = False
     target_session_attrs: TargetSessionAttrs = "any"
+    hedge_after: float | None = None
+    """Seconds a new connection may take before a connect to the next zone of the
+    route starts too (the first to complete serves). None: from the endpoint's
+    measured connect latency (see :func:`zonal_core.health.hedge_delay`); 0: off."""
     leak_threshold: float | None = None
     allow_tls_downgrade: bool = False
     password: Any = dataclasses.field(default=None, repr=False, compare=False)

@@ -3,15 +3,23 @@
 As psycopg does with its ``generators``, the decisions live here and the blocking
 (or awaiting) lives in a small runner: :class:`zonal_core.pool.ZonedPool` runs the
 flow with threads, :class:`zonal_core.pool_async.AsyncZonedPool` with asyncio. The
-flow yields :class:`Connect`, :class:`Ping`, :class:`Wait` and :class:`Sleep`; the
-runner performs them and sends back the result, or throws the exception in.
+flow yields :class:`Connect`, :class:`Start`, :class:`Ping`, :class:`Wait` and
+:class:`Sleep`; the runner performs them and sends back the result, or throws the
+exception in.
 
 Connections to close are appended to ``closing``; the runner closes them after each
 step and when the flow ends, so nothing reaped is lost to an error or a cancel.
+
+Hedged connects (Happy Eyeballs, RFC 8305): when another zone could serve, a new
+connection is opened in the background (:class:`Start`) and the flow waits for it
+at most its hedge delay; still pending then, a connect to the next zone of the route
+starts too. The first to complete serves the checkout; the others complete on their
+own and join their zone's idle stack (or a waiter) when wanted there, else close.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +27,29 @@ from typing import Any
 from zonal_core.backoff import Backoff
 from zonal_core.clock import Clock
 from zonal_core.errors import CredentialError, NoHealthyZone, ZonalConfigError
-from zonal_core.pgerrors import is_auth_failure, is_server_busy, safe_description
-from zonal_core.state import Grant, PooledConnection, PoolState, Waiter
+from zonal_core.pgerrors import (
+    is_auth_failure,
+    is_config_error,
+    is_disconnect,
+    is_server_busy,
+    safe_description,
+)
+from zonal_core.state import Grant, PooledConnection, PoolState, Slot, Waiter
 from zonal_core.topology import Endpoint
 
-__all__ = ["Connect", "Ping", "Sleep", "Wait", "checkout_flow", "connect_error_kind"]
+__all__ = [
+    "Attempt",
+    "Connect",
+    "Ping",
+    "Sleep",
+    "Start",
+    "Wait",
+    "checkout_flow",
+    "connect_error_kind",
+    "not_a_zone_failure",
+]
+
+_INF = float("inf")
 
 
 @dataclass(slots=True)
@@ -32,6 +58,17 @@ class Connect:
 
     endpoint: Endpoint
     timeout: float
+
+
+@dataclass(slots=True)
+class Start:
+    """Open a connection for ``attempt`` in the background; send back nothing.
+
+    When the connect ends, the runner calls ``attempt.finish(raw, error)`` (from
+    wherever the connect ran) and closes the connections that call returns.
+    """
+
+    attempt: Attempt
 
 
 @dataclass(slots=True)
@@ -57,15 +94,74 @@ class Sleep:
     seconds: float
 
 
-Action = Connect | Ping | Wait | Sleep
+Action = Connect | Start | Ping | Wait | Sleep
+
+
+_NOT_A_ZONE_FAILURE = "_zonal_not_a_zone_failure"
+
+
+def not_a_zone_failure(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised after the connection was opened, for a reason of its
+    own (a dialect's ``initialize``, a user's connect hook, an invalid isolation
+    level): the pool ejects nothing and re-raises ``exc`` itself to the caller.
+    Adapters call it where they know the driver connected; returns ``exc``."""
+    with contextlib.suppress(AttributeError, TypeError):  # (an exception without __dict__)
+        setattr(exc, _NOT_A_ZONE_FAILURE, True)
+    return exc
+
+
+class Attempt:
+    """One connect a checkout runs in the background (see :class:`Start`)."""
+
+    __slots__ = ("_on_finish", "abandoned", "cancel", "done", "ended", "endpoint", "error",
+                 "hedge_after", "raw", "slot", "started", "timeout")
+
+    def __init__(self, slot: Slot, timeout: float, started: float, hedge_after: float,
+                 on_finish: Callable[[Attempt], list[PooledConnection]]) -> None:
+        self.slot = slot
+        self.endpoint = slot.endpoint
+        self.timeout = timeout
+        self.started = started
+        self.hedge_after = hedge_after
+        self.done = False
+        self.abandoned = False
+        self.ended = 0.0
+        self.raw: Any = None
+        self.error: BaseException | None = None
+        #: set by runners that can stop a connect midway (asyncio): used when the
+        #: checkout itself is cancelled; the connect then ends as cancelled
+        self.cancel: Callable[[], Any] | None = None
+        self._on_finish = on_finish
+
+    def finish(self, raw: Any, error: BaseException | None) -> list[PooledConnection]:
+        """The connect ended (``raw``, or ``error``); returns what to close."""
+        self.raw, self.error = raw, error
+        return self._on_finish(self)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "pending"
+        return f"<Attempt {self.endpoint.key} {state}{' abandoned' if self.abandoned else ''}>"
 
 
 def connect_error_kind(exc: BaseException) -> str:
-    """``busy`` (retry with backoff), ``auth`` (raise), or ``failure`` (fail over)."""
+    """What a failed connect means for its zone.
+
+    ``cancelled`` (not an ``Exception``: the caller went away); ``busy`` (server
+    full or starting up: retry with backoff); ``auth`` (refused credentials: raise);
+    ``config`` (the settings are wrong, or the adapter's setup failed: raise as
+    itself); or ``failure`` (timeouts, refusals, resets, a wrong
+    ``target_session_attrs`` role: counts against the endpoint, fail over).
+    """
+    if not isinstance(exc, Exception):
+        return "cancelled"  # (CancelledError, KeyboardInterrupt: nothing about the zone)
+    if getattr(exc, _NOT_A_ZONE_FAILURE, False):
+        return "failure" if is_disconnect(exc) else "config"
     if is_server_busy(exc):
         return "busy"
     if is_auth_failure(exc) or _caused_by_credentials(exc):
         return "auth"
+    if is_config_error(exc):
+        return "config"
     return "failure"
 
 
@@ -83,12 +179,15 @@ def _caused_by_credentials(exc: BaseException) -> bool:
 
 def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float,
                   closing: list[PooledConnection], *, backoff: Backoff,
-                  secrets: Callable[[], list[str]] = list,
+                  secrets: Callable[[], list[str]] = list, concurrent: bool = True,
                   ) -> Generator[Action, Any, PooledConnection]:
     """Check a connection out of ``state`` within ``timeout`` seconds.
 
     ``timeout`` bounds the whole checkout, connect attempts and failover included:
-    no attempt runs past what is left of it.
+    no attempt runs past what is left of it. A checkout that tried every endpoint
+    and saw each fail tries them again, after a backoff, while time is left; it
+    raises :class:`NoHealthyZone` only then. ``concurrent=False`` (a fake clock)
+    never hedges: every connect runs to its end before the next starts.
     """
     cfg = state.config
     lock = state.lock
@@ -96,90 +195,254 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
     deadline = start + timeout
     front = False
     busy_attempts = 0
+    rounds = 0  # how often this checkout saw every endpoint fail
+    retry_at: float | None = None
     # A rotating credential (a callable password) may have just expired: one
     # more attempt fetches a fresh one. A fixed password fails the same again.
     auth_retries = 1 if callable(cfg.password) else 0
     last_error: str | None = None
-    while True:
-        now = clock.now()
-        grant: Grant | None
-        with lock:
-            try:
-                grant, reaped = state.acquire(now, waiter, front=front)
-            except NoHealthyZone as exc:
-                if last_error:
-                    raise NoHealthyZone(f"{exc} (last connect error: {last_error})") from None
-                raise
-            closing.extend(reaped)
-            if now >= deadline and (grant is None or grant.slot is not None):
-                if grant is not None:
-                    closing.extend(state.give_back(grant, now))
-                closing.extend(state.leave(waiter, now))
-                raise state.timed_out(now, timeout, last_error)
-        if grant is None:
-            try:
-                yield Wait(waiter, deadline - now)
-            except BaseException:
-                # Cancelled (or interrupted) in line: leave it, and give back
-                # whatever was handed over in the meantime.
-                with lock:
-                    closing.extend(state.leave(waiter, clock.now()))
-                raise
-            continue
-        front = True  # from here on, a retry keeps its place at the head of the line
+    last_exc: BaseException | None = None
+    attempts: list[Attempt] = []  # background connects of this checkout, pending
+    next_hedge = _INF  # when the next hedge may start
 
-        if grant.slot is not None:
-            slot = grant.slot
-            t0 = clock.now()
-            try:
-                left = deadline - t0
-                raw = yield Connect(slot.endpoint, max(0.0, min(cfg.connect_timeout, left)))
-            except Exception as exc:
-                kind = connect_error_kind(exc)
+    def on_finish(att: Attempt) -> list[PooledConnection]:
+        # Runs where the connect ran (a thread, a task), possibly after the
+        # checkout gave up: then the connection is adopted by the pool.
+        now = clock.now()
+        with lock:
+            att.done, att.ended = True, now
+            if not att.abandoned:
+                waiter.notify()
+                return []
+            if att.error is None:
+                return state.adopt(att.slot, att.raw, now, now - att.started)
+            return state.connect_failed(att.slot, now, connect_error_kind(att.error))
+
+    def abandon_all() -> None:
+        # Under the lock. Pending attempts adopt themselves when they end; those
+        # that ended unseen are settled now.
+        now = clock.now()
+        for att in attempts:
+            att.abandoned = True
+            if att.done:
+                if att.error is None:
+                    closing.extend(state.adopt(att.slot, att.raw, now, att.ended - att.started))
+                else:
+                    closing.extend(state.connect_failed(att.slot, now,
+                                                        connect_error_kind(att.error)))
+        attempts.clear()
+
+    def give_up(now: float) -> BaseException:
+        # Under the lock, at the deadline.
+        closing.extend(state.leave(waiter, now))
+        if rounds and last_error:
+            exc: BaseException = NoHealthyZone(state.describe(
+                now, prefix=f"every zone was tried and failed within timeout={timeout:g}s "
+                            f"(last connect error: {last_error})"))
+        else:
+            exc = state.timed_out(now, timeout, last_error)
+        exc.__cause__ = last_exc
+        return exc
+
+    try:
+        while True:
+            now = clock.now()
+            grant: Grant | None = None
+
+            if attempts:
+                # -- a race of background connects is on -------------------------
                 with lock:
-                    closing.extend(state.connect_failed(slot, clock.now(), kind))
-                last_error = safe_description(exc, secrets())
-                if kind == "auth":
-                    if auth_retries:
+                    finished = [a for a in attempts if a.done]
+                for att in finished:
+                    attempts.remove(att)
+                    if att.error is None:
+                        with lock:
+                            rec, retired = state.connected(att.slot, att.raw, att.ended,
+                                                           att.ended - att.started)
+                            closing.extend(retired)
+                            abandon_all()
+                        return _checked_out(state, clock, rec, start)
+                    exc = att.error
+                    kind = connect_error_kind(exc)
+                    with lock:
+                        closing.extend(state.connect_failed(att.slot, clock.now(), kind))
+                    last_error = safe_description(exc, secrets())
+                    last_exc = exc
+                    if kind in ("config", "auth") and not (kind == "auth" and auth_retries):
+                        with lock:
+                            abandon_all()
+                        raise exc
+                    if kind == "auth":
                         auth_retries -= 1
+                    else:  # (busy too: the route's other endpoints first, then a backoff)
+                        waiter.avoid.add(att.endpoint.key)
+                    next_hedge = clock.now()  # one failed: the next zone starts now (RFC 8305)
+                if not attempts:
+                    continue  # every racer failed: back to the route
+                now = clock.now()
+                if now >= deadline:
+                    with lock:
+                        abandon_all()
+                        raise give_up(now)
+                if now >= next_hedge:
+                    exclude = waiter.avoid | {a.endpoint.key for a in attempts}
+                    with lock:
+                        grant = state.hedge(now, exclude)
+                        closing.extend(state._flush())
+                    if grant is not None and grant.slot is not None:
+                        att = _attempt(state, grant.slot, clock.now(), deadline, on_finish)
+                        attempts.append(att)
+                        next_hedge = att.started + att.hedge_after if att.hedge_after else _INF
+                        yield Start(att)
                         continue
-                    raise  # a refused password fails the same in every zone
-                if kind == "busy":
-                    # Server full or starting up: back off with full jitter, same zone.
-                    busy_attempts += 1
-                    pause = backoff.delay(busy_attempts, state.jitter, deadline - clock.now())
+                    if grant is None:
+                        # nothing to hedge to now: look again after another delay
+                        delay = attempts[-1].hedge_after
+                        next_hedge = now + delay if delay else _INF
+                if grant is None:
+                    yield Wait(waiter, max(0.0, min(deadline, next_hedge) - now))
+                    continue
+                # an idle connection won the race
+                with lock:
+                    abandon_all()
+
+            if grant is None:
+                # -- one step of the route ----------------------------------------
+                with lock:
+                    if retry_at is not None and now >= retry_at:
+                        retry_at = None
+                        closing.extend(state.retry(waiter, now))
+                    try:
+                        grant, reaped = state.acquire(now, waiter, front=front)
+                    except NoHealthyZone:
+                        grant, reaped = None, []
+                        no_route = True
+                    else:
+                        no_route = False
+                    closing.extend(reaped)
+                    if now >= deadline and (grant is None or grant.slot is not None):
+                        if grant is not None:
+                            closing.extend(state.give_back(grant, now))
+                        raise give_up(now)
+                if no_route:
+                    # Every endpoint failed in this checkout: try them all again,
+                    # after a backoff, while time is left.
+                    rounds += 1
+                    pause = backoff.delay(rounds, state.jitter, deadline - now)
                     if pause > 0:
                         yield Sleep(pause)
-                else:
-                    waiter.avoid.add(slot.endpoint.key)
-                continue
-            except BaseException:
-                with lock:
-                    closing.extend(state.connect_failed(slot, clock.now(), "cancelled"))
-                raise
-            t1 = clock.now()
-            with lock:
-                rec, retired = state.connected(slot, raw, t1, t1 - t0)
-                closing.extend(retired)
-        else:
-            assert grant.record is not None
-            rec = grant.record
-            if grant.ping:
-                try:
-                    yield Ping(rec.raw, max(0.001, min(cfg.ping_timeout, deadline - clock.now())))
-                except BaseException as exc:
                     with lock:
-                        closing.extend(state.ping_failed(
-                            rec, clock.now(), timed_out=isinstance(exc, TimeoutError)))
-                    if not isinstance(exc, Exception):
+                        closing.extend(state.retry(waiter, clock.now()))
+                    continue
+                if grant is None:
+                    wait_for = deadline - now
+                    if waiter.avoid:
+                        # In line after every endpoint failed (a borrowed connection
+                        # may come back): connect again after a backoff meanwhile.
+                        if retry_at is None:
+                            rounds += 1
+                            retry_at = now + backoff.delay(rounds, state.jitter, wait_for)
+                        wait_for = min(wait_for, retry_at - now)
+                    try:
+                        yield Wait(waiter, max(0.0, wait_for))
+                    except BaseException:
+                        # Cancelled (or interrupted) in line: leave it, and give back
+                        # whatever was handed over in the meantime.
+                        with lock:
+                            closing.extend(state.leave(waiter, clock.now()))
                         raise
-                    continue  # that connection only is discarded; try the next one
+                    continue
+                front = True  # from here on, a retry keeps its place at the head of the line
+
+            if grant.slot is not None:
+                slot = grant.slot
+                t0 = clock.now()
+                if concurrent:
+                    with lock:
+                        racer = state.hedge_delay(slot.endpoint) > 0 and state.can_hedge(
+                            t0, waiter.avoid | {slot.endpoint.key})
+                    if racer:
+                        att = _attempt(state, slot, t0, deadline, on_finish)
+                        attempts.append(att)
+                        next_hedge = att.started + att.hedge_after
+                        yield Start(att)
+                        continue
+                try:
+                    left = deadline - t0
+                    raw = yield Connect(slot.endpoint, max(0.0, min(cfg.connect_timeout, left)))
+                except Exception as exc:
+                    kind = connect_error_kind(exc)
+                    with lock:
+                        closing.extend(state.connect_failed(slot, clock.now(), kind))
+                    last_error = safe_description(exc, secrets())
+                    last_exc = exc
+                    if kind == "config":
+                        raise  # the same settings fail in every zone: the error itself
+                    if kind == "auth":
+                        if auth_retries:
+                            auth_retries -= 1
+                            continue
+                        raise  # a refused password fails the same in every zone
+                    if kind == "busy":
+                        # Server full or starting up: back off with full jitter, same zone.
+                        busy_attempts += 1
+                        pause = backoff.delay(busy_attempts, state.jitter, deadline - clock.now())
+                        if pause > 0:
+                            yield Sleep(pause)
+                    else:
+                        waiter.avoid.add(slot.endpoint.key)
+                    continue
+                except BaseException:
+                    with lock:
+                        closing.extend(state.connect_failed(slot, clock.now(), "cancelled"))
+                    raise
+                t1 = clock.now()
                 with lock:
-                    state.pinged(rec)
-        t2 = clock.now()
-        with lock:
-            state.checked_out(rec, t2, t2 - start)
-        return rec
+                    rec, retired = state.connected(slot, raw, t1, t1 - t0)
+                    closing.extend(retired)
+            else:
+                assert grant.record is not None
+                rec = grant.record
+                if grant.ping:
+                    try:
+                        left = deadline - clock.now()
+                        yield Ping(rec.raw, max(0.001, min(cfg.ping_timeout, left)))
+                    except BaseException as exc:
+                        with lock:
+                            closing.extend(state.ping_failed(
+                                rec, clock.now(), timed_out=isinstance(exc, TimeoutError)))
+                        if not isinstance(exc, Exception):
+                            raise
+                        continue  # that connection only is discarded; try the next one
+                    with lock:
+                        state.pinged(rec)
+            return _checked_out(state, clock, rec, start)
+    except BaseException as exc:
+        if attempts:
+            stoppable = [a.cancel for a in attempts if a.cancel is not None and not a.done]
+            with lock:
+                abandon_all()
+            if not isinstance(exc, Exception):
+                # The caller went away (a cancelled task): its connects go too.
+                for cancel in stoppable:
+                    cancel()
+        raise
+
+
+def _attempt(state: PoolState, slot: Slot, now: float, deadline: float,
+             on_finish: Callable[[Attempt], list[PooledConnection]]) -> Attempt:
+    timeout = max(0.0, min(state.config.connect_timeout, deadline - now))
+    with state.lock:
+        delay = state.hedge_delay(slot.endpoint)
+    return Attempt(slot, timeout, now, delay, on_finish)
+
+
+def _checked_out(state: PoolState, clock: Clock, rec: PooledConnection, start: float
+                 ) -> PooledConnection:
+    t2 = clock.now()
+    with state.lock:
+        state.checked_out(rec, t2, t2 - start)
+    return rec
 
 
 def check_timeout(value: float | None, default: float) -> float:

@@ -10,12 +10,20 @@ probation (and traffic fails back to it) only through a successful connect at le
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from zonal_core.clock import Jitter
 from zonal_core.topology import Endpoint
 
-__all__ = ["EndpointHealth", "HealthPolicy", "HealthState"]
+__all__ = ["EndpointHealth", "HealthPolicy", "HealthState", "hedge_delay"]
+
+#: connect latencies kept per endpoint for the automatic hedge delay
+RECENT_CONNECTS = 20
+#: the automatic hedge delay is at least this long (seconds) ...
+HEDGE_FLOOR = 0.25
+#: ... and this many times the slowest of the endpoint's recent connects
+HEDGE_FACTOR = 4.0
 
 
 class HealthState(enum.Enum):
@@ -62,6 +70,7 @@ class EndpointHealth:
         "latency",
         "probation_since",
         "probe_in_flight",
+        "recent",
         "state",
         "times_ejected",
     )
@@ -77,6 +86,8 @@ class EndpointHealth:
         self.healthy_since = float("-inf")
         self.probe_in_flight = False
         self.latency: float | None = None
+        #: the last connect latencies, for the hedge delay
+        self.recent: deque[float] = deque(maxlen=RECENT_CONNECTS)
 
     # -- questions -------------------------------------------------------------
 
@@ -104,6 +115,7 @@ class EndpointHealth:
         self.probe_in_flight = False
         self.consecutive_failures = 0
         if latency is not None:
+            self.recent.append(latency)
             a = policy.latency_alpha
             self.latency = latency if self.latency is None else a * latency + (1 - a) * self.latency
         if self.state is HealthState.EJECTED:
@@ -116,10 +128,17 @@ class EndpointHealth:
             return True
         return False
 
-    def record_failure(self, now: float, policy: HealthPolicy, jitter: Jitter) -> bool:
-        """A connect failed or a ping/query timed out. Returns True when ejected now."""
+    def record_failure(self, now: float, policy: HealthPolicy, jitter: Jitter, *,
+                       may_eject: bool = True) -> bool:
+        """A connect failed or a ping/query timed out. Returns True when ejected now.
+
+        ``may_eject=False`` (this endpoint is the pool's last capacity) counts the
+        failure without ejecting: ejection orders the route, it never empties it.
+        """
         self.probe_in_flight = False
         self.consecutive_failures += 1
+        if not may_eject:
+            return False
         if self.state is HealthState.HEALTHY:
             if self.consecutive_failures < policy.consecutive_failures:
                 return False
@@ -146,4 +165,26 @@ class EndpointHealth:
             return f"ejected {when} ({self.times_ejected}x)"
         if self.state is HealthState.PROBATION:
             return f"probation since {now - self.probation_since:.1f}s"
+        if self.consecutive_failures:
+            return f"healthy, {self.consecutive_failures} failure(s) in a row"
         return "healthy"
+
+
+def hedge_delay(health: EndpointHealth | None, connect_timeout: float,
+                configured: float | None) -> float:
+    """Seconds a connect to this endpoint may take before a hedge starts; 0: never.
+
+    ``configured`` (the ``hedge_after`` option) wins when set. Automatic: 4 x the
+    slowest of the endpoint's last 20 connects, at least 0.25 s, at most half of
+    ``connect_timeout``; half of ``connect_timeout`` until a connect was measured.
+
+    >>> h = EndpointHealth.__new__(EndpointHealth); h.recent = deque([0.01, 0.02])
+    >>> hedge_delay(h, 5.0, None), hedge_delay(None, 5.0, None), hedge_delay(h, 5.0, 0.0)
+    (0.25, 2.5, 0.0)
+    """
+    if configured is not None:
+        return configured
+    ceiling = connect_timeout / 2
+    if health is None or not health.recent:
+        return ceiling
+    return min(max(HEDGE_FLOOR, HEDGE_FACTOR * max(health.recent)), ceiling)

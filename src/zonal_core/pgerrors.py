@@ -25,6 +25,7 @@ from zonal_core.secrets import mask, redact
 
 __all__ = [
     "is_auth_failure",
+    "is_config_error",
     "is_disconnect",
     "is_server_busy",
     "safe_description",
@@ -63,6 +64,27 @@ _AUTH_MESSAGES = re.compile(
     r"|no pg_hba\.conf entry|no password supplied|password is required"
     r"|role \"[^\"]*\" does not exist|server login has been failing"
 )
+
+# 3D000 invalid_catalog_name (database does not exist); 42704 undefined_object and
+# 22023 invalid_parameter_value (a startup option the server does not know or
+# accept); 42501 insufficient_privilege (no CONNECT on the database).
+_CONFIG_STATES = frozenset({"3D000", "42704", "22023", "42501"})
+# Mostly libpq's own, before any server answers (no SQLSTATE): a misspelled option,
+# a bad value, TLS files or modes that cannot work.
+_CONFIG_MESSAGES = re.compile(
+    r"invalid connection option|invalid sslmode value|invalid [a-z_ ]+ value"
+    r"|missing \"=\" after|invalid uri|invalid integer value|invalid port number"
+    r"|database \"[^\"]*\" does not exist|unrecognized configuration parameter"
+    r"|root certificate file .* does not exist|could not read root certificate file"
+    r"|certificate present, but not private key|could not load private key file"
+    r"|could not open certificate file|private key file .* has group or world access"
+    r"|server does not support ssl, but ssl was required"
+    r"|ssl support is not compiled in|sslmode value .* invalid"
+)
+# Python errors that mean the connect call itself is wrong (a string where a number
+# belongs, a missing module, a bug in a hook), never that a server is unreachable.
+_PROGRAMMING_ERRORS = (TypeError, ValueError, AttributeError, LookupError, NameError,
+                       ImportError, NotImplementedError, AssertionError)
 
 # 57P01 admin_shutdown (pg_terminate_backend), 57P02 crash_shutdown, 57P04
 # database_dropped, 57P05 idle_session_timeout, 25P03 idle-in-transaction timeout:
@@ -179,6 +201,32 @@ def is_auth_failure(exc: BaseException) -> bool:
     Retrying does not help; the pool should fail fast and say so.
     """
     return _decide(exc, _AUTH_STATES, _AUTH_MESSAGES)
+
+
+def is_config_error(exc: BaseException) -> bool:
+    """True if the connect failed because of how it was configured, not because of
+    the zone: a misspelled or invalid connection option, a database that does not
+    exist, TLS files or modes that cannot work, a startup parameter the server
+    refuses, or a Python error in the connect call (TypeError, ValueError...).
+
+    Retrying or failing over does not help: the same settings fail in every zone.
+    Such errors eject nothing and reach the caller as themselves.
+
+    >>> is_config_error(Exception('invalid connection option "sslmdoe"'))
+    True
+    >>> is_config_error(Exception("connection refused"))
+    False
+    """
+    if isinstance(exc, _PROGRAMMING_ERRORS) and not _is_driver_error(exc):
+        return True
+    return _decide(exc, _CONFIG_STATES, _CONFIG_MESSAGES)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    # A DB-API error class that also derives from ValueError or the like is still
+    # the driver speaking (asyncpg's InterfaceError, for one).
+    return any(c.__module__.split(".")[0] in ("psycopg", "asyncpg", "psycopg2", "sqlalchemy")
+               for c in type(exc).__mro__)
 
 
 def is_disconnect(exc: BaseException) -> bool:

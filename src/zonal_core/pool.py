@@ -21,7 +21,17 @@ from typing import Any
 from zonal_core.clock import Clock
 from zonal_core.config import ZonalConfig
 from zonal_core.driver import Driver
-from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
+from zonal_core.flow import (
+    Action,
+    Attempt,
+    Connect,
+    Ping,
+    Sleep,
+    Start,
+    Wait,
+    check_timeout,
+    checkout_flow,
+)
 from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
 from zonal_core.topology import Endpoint
@@ -68,7 +78,8 @@ class ZonedPool(PoolBase):
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
         gen = checkout_flow(self._state, self.clock, self._new_waiter(), t, closing,
-                            backoff=self.backoff, secrets=self._secrets)
+                            backoff=self.backoff, secrets=self._secrets,
+                            concurrent=self._concurrent)
         try:
             return self._stamp(self._run(gen, closing))
         finally:
@@ -98,8 +109,25 @@ class ZonedPool(PoolBase):
             return self.driver.connect(action.endpoint, action.timeout)
         if isinstance(action, Ping):
             return self.driver.ping(action.raw, action.timeout)
+        if isinstance(action, Start):
+            return self._start(action.attempt)
         assert isinstance(action, Sleep)
         return self._sleep(action.seconds)
+
+    def _connect_to_end(self, att: Attempt) -> None:
+        """Run ``att``'s connect and report how it ended (in a background thread)."""
+        try:
+            raw = self.driver.connect(att.endpoint, att.timeout)
+        except BaseException as exc:  # reported to the checkout, or settled by the pool
+            self._close_all(att.finish(None, exc))
+        else:
+            self._close_all(att.finish(raw, None))
+
+    def _start(self, att: Attempt) -> None:
+        # A hedged connect runs in a thread of its own: only connects that may race
+        # another zone do (a connect costs milliseconds, a thread microseconds).
+        threading.Thread(target=self._connect_to_end, args=(att,), daemon=True,
+                         name=f"zonal-connect-{att.endpoint.zone}").start()
 
     # How this pool waits; a subclass running in greenlets (SQLAlchemy's asyncio
     # engines) waits on the event loop instead of blocking the thread.
@@ -109,7 +137,12 @@ class ZonedPool(PoolBase):
 
     def _wait(self, waiter: Waiter, timeout: float) -> bool:
         assert isinstance(waiter, _ThreadWaiter)
-        return self.clock.wait(waiter.event, timeout)
+        woken = self.clock.wait(waiter.event, timeout)
+        if woken:
+            # Re-arm before the flow looks at the state: a notification after this
+            # point wakes the next wait, none is lost, and none wakes it twice.
+            waiter.event.clear()
+        return woken
 
     def _sleep(self, seconds: float) -> None:
         self.clock.sleep(seconds)

@@ -16,7 +16,17 @@ from typing import Any
 from zonal_core.clock import Clock
 from zonal_core.config import ZonalConfig
 from zonal_core.driver import AsyncDriver
-from zonal_core.flow import Action, Connect, Ping, Sleep, Wait, check_timeout, checkout_flow
+from zonal_core.flow import (
+    Action,
+    Attempt,
+    Connect,
+    Ping,
+    Sleep,
+    Start,
+    Wait,
+    check_timeout,
+    checkout_flow,
+)
 from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
 from zonal_core.topology import Endpoint
@@ -52,6 +62,7 @@ class AsyncZonedPool(PoolBase):
                  *, clock: Clock | None = None, **options: Any) -> None:
         super().__init__(config, clock=clock, **options)
         self.driver = driver
+        self._tasks: set[asyncio.Task[None]] = set()  # hedged connects still running
 
     async def getconn(self, timeout: float | None = None) -> PooledConnection:
         """Check a connection out, waiting at most ``timeout`` (default: config's)."""
@@ -62,7 +73,8 @@ class AsyncZonedPool(PoolBase):
         closing: list[PooledConnection] = []
         waiter = _TaskWaiter()
         gen = checkout_flow(self._state, self.clock, waiter, t, closing,
-                            backoff=self.backoff, secrets=self._secrets)
+                            backoff=self.backoff, secrets=self._secrets,
+                            concurrent=self._concurrent)
         try:
             return self._stamp(await self._run(gen, closing))
         finally:
@@ -106,8 +118,26 @@ class AsyncZonedPool(PoolBase):
                                               action.timeout)
             except TimeoutError as exc:
                 raise TimeoutError(f"ping gave no answer in {action.timeout:g}s") from exc
+        if isinstance(action, Start):
+            task = asyncio.get_running_loop().create_task(self._connect_to_end(action.attempt))
+            action.attempt.cancel = task.cancel
+            self._tasks.add(task)  # (a task nobody references may be collected)
+            task.add_done_callback(self._tasks.discard)
+            return None
         assert isinstance(action, Sleep)
         return await self.clock.asleep(action.seconds)
+
+    async def _connect_to_end(self, att: Attempt) -> None:
+        """Run ``att``'s connect and report how it ended (in a task of its own)."""
+        try:
+            raw = await asyncio.wait_for(self.driver.connect(att.endpoint, att.timeout),
+                                         att.timeout or None)
+        except BaseException as exc:  # reported to the checkout, or settled by the pool
+            await self._close_all(att.finish(None, exc))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            await self._close_all(att.finish(raw, None))
 
     async def putconn(self, rec: PooledConnection, *, reset: bool = True,
                       discard: str | None = None) -> None:

@@ -42,6 +42,8 @@ class PoolBase:
         else:
             config = build_config(config, **options)
         self.clock: Clock = clock or SystemClock()
+        # Connects may race (hedging) only under a clock that runs by itself.
+        self._concurrent = bool(getattr(self.clock, "concurrent", True))
         self.backoff = backoff or Backoff()
         self._state = PoolState(config, jitter=jitter, health=health, now=self.clock.now())
         _LIVE_POOLS.add(self)

@@ -3,8 +3,12 @@
 The local zone first, then the others by ``priority``, then by measured connect
 latency. Ejected zones drop out; a zone whose ejection ran out (or whose probation
 is over) gets one probe connect when it ranks above the first healthy zone; zones on
-probation serve only when no zone is healthy; when every endpoint is ejected, one
-last attempt goes to the least recently ejected one.
+probation serve only when no zone is healthy.
+
+Ejection orders the route; it never empties it. When every endpoint is ejected the
+pool is in *panic* (Envoy's panic threshold, PgCat's unban-all): every zone is in the
+route again, those whose ejection ran out first, then the least recently ejected,
+and checkouts connect to them as to healthy ones.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class RouteMode(enum.Enum):
     NORMAL = "normal"  # healthy: idle connections, or a new one if there is room
     FALLBACK = "fallback"  # on probation, used because no zone is healthy
     PROBE = "probe"  # one half-open connect to see whether it is back
-    LAST_RESORT = "last_resort"  # every endpoint ejected: one last attempt
+    PANIC = "panic"  # every endpoint ejected: all of them are tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ class RouteEntry:
     @property
     def serves(self) -> bool:
         """Whether checkouts use (and wait for) this zone's connections."""
-        return self.mode in (RouteMode.NORMAL, RouteMode.FALLBACK)
+        return self.mode is not RouteMode.PROBE
 
 
 def _latency(healths: Sequence[EndpointHealth]) -> float:
@@ -89,10 +93,26 @@ def rank_zones(zones: Sequence[tuple[Zone, Sequence[EndpointHealth]]], *, local_
         if HealthState.PROBATION in states:
             fallback.append(RouteEntry(zone, RouteMode.FALLBACK))
     if not have_healthy:
+        if not fallback:
+            # Panic: nothing healthy or on probation. Every zone serves again (no
+            # single-flight probe), ejection over first, then the oldest ejection.
+            return [RouteEntry(zone, RouteMode.PANIC) for zone in panic_order(zones, now)], \
+                valid_until
         route.extend(fallback)
-    if not route:
-        ejected = [(h.ejected_at, i, zone) for i, (zone, hs) in enumerate(zones) for h in hs]
-        if ejected:
-            route.append(RouteEntry(min(ejected, key=lambda t: (t[0], t[1]))[2],
-                                    RouteMode.LAST_RESORT))
     return route, valid_until
+
+
+def panic_order(zones: Sequence[tuple[Zone, Sequence[EndpointHealth]]], now: float
+                ) -> list[Zone]:
+    """Zones by their best endpoint: ejection over first, then least recently ejected."""
+    def key(iz: tuple[int, tuple[Zone, Sequence[EndpointHealth]]]) -> tuple[float, ...]:
+        i, (_, healths) = iz
+        best = min((panic_key(h, now) for h in healths), default=(1.0, float("inf")))
+        return (*best, float(i))
+
+    return [zone for _, (zone, _) in sorted(enumerate(zones), key=key)]
+
+
+def panic_key(h: EndpointHealth, now: float) -> tuple[float, float]:
+    """Sort key of an endpoint in panic: ejection over first, then ejected longest ago."""
+    return (0.0 if now >= h.ejected_until else 1.0, h.ejected_at)

@@ -19,8 +19,8 @@ from typing import Any
 from zonal_core.clock import Jitter
 from zonal_core.config import ZonalConfig
 from zonal_core.errors import NoHealthyZone, PoolClosed, PoolTimeout
-from zonal_core.health import EndpointHealth, HealthPolicy, HealthState
-from zonal_core.routing import RouteEntry, RouteMode, rank_zones
+from zonal_core.health import EndpointHealth, HealthPolicy, HealthState, hedge_delay
+from zonal_core.routing import RouteEntry, RouteMode, panic_key, rank_zones
 from zonal_core.stats import PoolStats, ZoneCounters, ZoneStats
 from zonal_core.topology import Endpoint, Zone
 
@@ -490,12 +490,8 @@ class PoolState:
             elif mode is RouteMode.PROBE:
                 ok = h.can_probe(now) or h.can_confirm(now, fb)
                 busy = busy or h.probe_in_flight
-            else:  # LAST_RESORT: every endpoint ejected; the least recently ejected
-                ok = not h.probe_in_flight
-                busy = busy or h.probe_in_flight
-                if ok and best is not None and h.ejected_at >= best.ejected_at:
-                    continue
-                if ok:
+            else:  # PANIC: every endpoint ejected; ejection over first, then the oldest
+                if best is None or panic_key(h, now) < panic_key(best, now):
                     best = h
                 continue
             if ok and (best is None or _load(z, h) < _load(z, best)):
@@ -519,7 +515,7 @@ class PoolState:
     def _reserve(self, z: _ZoneRuntime, h: EndpointHealth, mode: RouteMode) -> None:
         z.opening += 1
         self.opening_total += 1
-        if mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
+        if mode is RouteMode.PROBE:
             h.probe_in_flight = True
 
     def _release_slot(self, slot: Slot) -> None:
@@ -527,7 +523,7 @@ class PoolState:
         z.opening -= 1
         self.opening_total -= 1
         h = z.health_of(slot.endpoint)
-        if h is not None and slot.mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
+        if h is not None and slot.mode is RouteMode.PROBE:
             h.probe_in_flight = False
 
     def _lend(self, z: _ZoneRuntime, rec: PooledConnection, now: float) -> None:
@@ -560,6 +556,19 @@ class PoolState:
         Also returns what to close: when this connect ended a probation, traffic
         fails back now and idle connections elsewhere are retired.
         """
+        rec = self._connected(slot, raw, now, took)
+        self._dispatch(now)  # a zone may just have come back
+        return rec, self._flush()
+
+    def adopt(self, slot: Slot, raw: Any, now: float, took: float) -> list[PooledConnection]:
+        """A connect that no checkout waits for any more completed (a hedge that
+        lost the race, or a cancelled checkout's): the connection joins its zone's
+        idle stack, or a waiter, when it is wanted there; else it is closed."""
+        rec = self._connected(slot, raw, now, took)
+        self._checkin(rec, now, None, used=False)
+        return self._flush()
+
+    def _connected(self, slot: Slot, raw: Any, now: float, took: float) -> PooledConnection:
         z = self.zones[slot.endpoint.zone]
         z.opening -= 1
         self.opening_total -= 1
@@ -567,7 +576,7 @@ class PoolState:
         if h is not None and h.record_success(now, took, self.health, self.config.failback_after):
             self._invalidate_route()
             self.route(now)
-        if h is not None and slot.mode in (RouteMode.PROBE, RouteMode.LAST_RESORT):
+        if h is not None and slot.mode is RouteMode.PROBE:
             h.probe_in_flight = False
         z.counters.connects += 1
         z.counters.connect_time.observe(took)
@@ -577,14 +586,15 @@ class PoolState:
         rec = PooledConnection(raw, slot.endpoint, self._next_id, now, expires, self.generation)
         self._next_id += 1
         self._lend(z, rec, now)
-        self._dispatch(now)  # a zone may just have come back
-        return rec, self._flush()
+        return rec
 
     def connect_failed(self, slot: Slot, now: float, kind: str) -> list[PooledConnection]:
-        """The connect for ``slot`` failed. ``kind``: failure, busy, auth or cancelled.
+        """The connect for ``slot`` failed. ``kind``: failure, busy, auth, config or
+        cancelled.
 
-        Only ``failure`` counts against the endpoint's health: a full server or a
-        refused password says nothing about whether the zone is reachable.
+        Only ``failure`` counts against the endpoint's health: a full server, a
+        refused password or a misspelled option says nothing about whether the zone
+        is reachable.
         """
         z = self.zones[slot.endpoint.zone]
         self._release_slot(slot)
@@ -607,13 +617,76 @@ class PoolState:
         h = self._health(ep)
         if h is None:
             return
-        if h.record_failure(now, self.health, self.jitter):
+        if h.record_failure(now, self.health, self.jitter, may_eject=self._has_other_capacity(h)):
             z = self.zones[ep.zone]
             z.counters.ejections += 1
             self._invalidate_route()
             # What sits idle behind an ejected endpoint is dead or hanging too.
             self._close_idle_where(z, "invalidated", lambda r: r.endpoint == ep)
             self.route(now)
+
+    def _has_other_capacity(self, h: EndpointHealth) -> bool:
+        """Whether an endpoint other than ``h`` is healthy or on probation: only then
+        may ``h`` be ejected (ejection never removes the last capacity, so a slow
+        machine or a paused server never turns a one-zone pool into an outage)."""
+        for z in self.zones.values():
+            if z.removed:
+                continue
+            for other in z.endpoints:
+                if other is not h and other.state is not HealthState.EJECTED:
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ hedging
+
+    def hedge(self, now: float, exclude: set[str]) -> Grant | None:
+        """A second way to serve a checkout whose connect is slow, never a wait: an
+        idle connection of a serving zone, or a slot in the next zone of the route
+        (endpoints of ``exclude`` left out) that has room. None: nothing to hedge to.
+        """
+        self._tick(now)
+        if self.closed:
+            return None
+        cfg = self.config
+        for entry in self.route(now):
+            z = self.zones[entry.zone.name]
+            if entry.serves:
+                while z.idle:
+                    rec = z.idle.pop()
+                    self.idle_total -= 1
+                    if rec.created_at <= z.invalid_before or rec.generation != self.generation:
+                        self._close(z, rec, "invalidated")
+                        continue
+                    self._lend(z, rec, now)
+                    return Grant(record=rec,
+                                 ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)
+            h, _ = self._pick_endpoint(z, entry.mode, exclude, now)
+            if h is not None and self._make_room(z):
+                self._reserve(z, h, entry.mode)
+                return Grant(slot=Slot(h.endpoint, entry.mode))
+        return None
+
+    def can_hedge(self, now: float, exclude: set[str]) -> bool:
+        """Whether the route holds an endpoint outside ``exclude`` that a hedge could
+        connect to (room aside): if not, a connect runs without a racer."""
+        for entry in self.route(now):
+            z = self.zones[entry.zone.name]
+            h, _ = self._pick_endpoint(z, entry.mode, exclude, now)
+            if h is not None:
+                return True
+        return False
+
+    def hedge_delay(self, ep: Endpoint) -> float:
+        """Seconds a connect to ``ep`` may take before a hedge starts (0: never)."""
+        return hedge_delay(self._health(ep), self.config.connect_timeout,
+                           self.config.hedge_after)
+
+    def retry(self, waiter: Waiter, now: float) -> list[PooledConnection]:
+        """A checkout that tried every endpoint tries them again: it forgets which
+        failed and, if it is in line, may be granted a new slot now."""
+        waiter.avoid.clear()
+        self._dispatch(now)
+        return self._flush()
 
     # ------------------------------------------------------------------ checkin
 
@@ -817,8 +890,8 @@ class PoolState:
         """``prefix`` plus every zone's state: for PoolTimeout and NoHealthyZone."""
         parts = []
         for z in self.zones.values():
-            unwell = "; ".join(f"{h.endpoint.address} {h.describe(now)}"
-                               for h in z.endpoints if h.state is not HealthState.HEALTHY)
+            unwell = "; ".join(f"{h.endpoint.address} {h.describe(now)}" for h in z.endpoints
+                               if h.state is not HealthState.HEALTHY or h.consecutive_failures)
             parts.append(f"{z.name}: open {z.size}/{self.config.pool_size}, in use {z.lent}, "
                          f"idle {len(z.idle)}, connecting {z.opening}"
                          + (f", {unwell}" if unwell else ""))

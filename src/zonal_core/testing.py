@@ -12,6 +12,7 @@ instead of sleeping, so a timeout test runs in microseconds.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -99,24 +100,32 @@ class FakeDriver:
     # -- the Driver protocol --------------------------------------------------
 
     def connect(self, endpoint: Endpoint, timeout: float) -> FakeConnection:
+        delay, outcome = self._plan(endpoint, timeout)
+        self._elapse(delay)
+        return self._conclude(endpoint, outcome)
+
+    def _plan(self, endpoint: Endpoint, timeout: float) -> tuple[float, str]:
+        """How long this connect takes, and how it ends."""
         with self._lock:
             self.connect_attempts += 1
-        with self._lock:
             seq = self._lookup(self.sequences, endpoint, None)
             behaviour = seq.pop(0) if seq else self._lookup(
                 self.connect_behaviour, endpoint, "ok")
         latency = self._lookup(self.latency, endpoint, 0.0)
         if behaviour == "hang" or latency > timeout:
-            self._elapse(timeout)
+            return timeout, "timeout"
+        return latency, behaviour
+
+    def _conclude(self, endpoint: Endpoint, outcome: str) -> FakeConnection:
+        if outcome == "timeout":
             raise TimeoutError(f"connection to {endpoint.address} timed out")
-        self._elapse(latency)
-        if behaviour == "refuse":
+        if outcome == "refuse":
             raise FakeDBError(f"connection to {endpoint.address} failed: Connection refused")
-        if behaviour == "busy":
+        if outcome == "busy":
             raise FakeDBError("FATAL:  sorry, too many clients already", "53300")
-        if behaviour == "auth":
+        if outcome == "auth":
             raise FakeDBError("FATAL:  password authentication failed for user \"app\"", "28P01")
-        if behaviour == "error":
+        if outcome == "error":
             raise FakeDBError("something else went wrong")
         conn = FakeConnection(next(self._ids), endpoint)
         with self._lock:
@@ -163,7 +172,13 @@ class AsyncFakeDriver:
         return self.sync.open_connections
 
     async def connect(self, endpoint: Endpoint, timeout: float) -> FakeConnection:
-        return self.sync.connect(endpoint, timeout)
+        # Time passes for this task only: other tasks (a hedged connect) run meanwhile.
+        delay, outcome = self.sync._plan(endpoint, timeout)
+        if self.sync.clock is not None:
+            self.sync.clock.advance(delay)
+        elif delay > 0:
+            await asyncio.sleep(delay)
+        return self.sync._conclude(endpoint, outcome)
 
     async def ping(self, conn: FakeConnection, timeout: float) -> None:
         self.sync.ping(conn, timeout)

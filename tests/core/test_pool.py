@@ -281,23 +281,27 @@ def test_failback_only_after_the_hysteresis() -> None:
     assert st.zones["b"].closes["failback"] >= 1 and st.zones["b"].idle == 0
 
 
-def test_no_healthy_zone_after_one_last_attempt() -> None:
-    pool, drv, clock = make()
+def test_no_healthy_zone_only_after_every_zone_failed_for_the_whole_timeout() -> None:
+    pool, drv, clock = make(connect_timeout=1)
     for z in ZONES:
         drv.set(z, "refuse")
+    t0 = clock.now()
     with pytest.raises(errors.NoHealthyZone) as ei:
-        pool.getconn()
+        pool.getconn(timeout=5)
+    # tried again and again (backoff between rounds) until the timeout, not before
+    assert clock.now() - t0 == pytest.approx(5)
+    assert "every zone was tried and failed" in str(ei.value)
     assert "Connection refused" in str(ei.value)
-    with pytest.raises(errors.NoHealthyZone):
-        pool.getconn()
-    assert all(z.state == "ejected" for z in pool.stats().zones.values())
-    attempts = drv.connect_attempts
-    with pytest.raises(errors.NoHealthyZone):
-        pool.getconn()
-    assert drv.connect_attempts == attempts + 1  # the last resort: one attempt
+    assert isinstance(ei.value.__cause__, FakeDBError)  # the last driver error, chained
+    assert drv.connect_attempts > 2 * len(ZONES)
+    st = pool.stats()
+    # ejection never removes the last capacity: one zone stays in the route
+    assert [z.state for z in st.zones.values()].count("healthy") == 1
+    # a zone that comes back serves the very next checkout, at once
     drv.set("b", "ok")
-    first_ejected = min(pool._state.zones[z].endpoints[0].ejected_at for z in ZONES)
-    assert first_ejected <= clock.now()
+    t1 = clock.now()
+    assert zone_of(pool.getconn(timeout=5)) == "b"
+    assert clock.now() - t1 < 5
 
 
 def test_server_busy_is_retried_with_backoff_not_ejected() -> None:
