@@ -8,6 +8,7 @@
 
 from zonal_lab.errors import LabError
 from zonal_lab.lab import Lab, Zone
+from zonal_lab.load import CpuLoad, LoadSeen, cpu_load
 from zonal_lab.proxy import FaultProxy
 
-__all__ = ["FaultProxy", "Lab", "LabError", "Zone"]
+__all__ = ["CpuLoad", "FaultProxy", "Lab", "LabError", "LoadSeen", "Zone", "cpu_load"]

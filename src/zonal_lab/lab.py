@@ -27,6 +27,7 @@ from urllib.parse import quote
 from zonal_lab import cleanup
 from zonal_lab.binaries import PgBinaries, find_pgbouncer, find_postgres
 from zonal_lab.errors import LabError
+from zonal_lab.load import CpuLoad, cpu_load
 from zonal_lab.pgbouncer import PgBouncer, check_settings
 from zonal_lab.postgres import PostgresServer, make_template
 from zonal_lab.proxy import FaultProxy
@@ -330,6 +331,16 @@ class Lab:
         """Heal every proxy, resume paused zones, start killed ones."""
         for zone in self:
             zone.reset_faults()
+
+    def cpu_load(
+        self, workers: int | None = None, *, seconds: float = 60.0, nice: int = 0
+    ) -> CpuLoad:
+        """Keep the machine's cores busy while a test runs: ``with lab.cpu_load():``.
+        CI runners and serverless sandboxes are loaded, and the zones' servers share
+        these cores with the pool, so timeouts, pings and failover must hold when
+        CPU is scarce. Spinning processes, bounded by ``seconds`` even if this
+        process dies; see :func:`zonal_lab.load.cpu_load`."""
+        return cpu_load(workers, seconds=seconds, nice=nice)
 
     # -- lifecycle ---------------------------------------------------------------
 
