@@ -21,6 +21,7 @@ from psycopg import errors as pg_errors
 from psycopg import waiting
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from zonal_core.config import ZonalConfig
 from zonal_core.credentials import resolve
@@ -37,6 +38,9 @@ __all__ = [
     "connect_async",
     "reaper_seconds",
     "server_params",
+    "session_attrs_mismatch",
+    "verify_session_attrs",
+    "verify_session_attrs_async",
 ]
 
 RV = TypeVar("RV")
@@ -320,17 +324,48 @@ class PsycopgDriver:
         conn.close()
 
 
-def verify_session_attrs(conn: psycopg.Connection[Any], wanted: str) -> None:
-    """Raise ``OperationalError`` unless ``conn`` is ``read-write``/``read-only``
-    as ``target_session_attrs`` asks (checked after connect, as libpq does)."""
-    if wanted == "any":
-        return
-    row = conn.execute("SHOW transaction_read_only").fetchone()
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        conn.rollback()
-    read_only = bool(row and row[0] == "on")
-    if (wanted == "read-write") == read_only:
-        raise psycopg.OperationalError(
-            f"server is {'read-only' if read_only else 'read-write'}, "
+def session_attrs_mismatch(read_only: bool, wanted: str) -> str | None:
+    """Why a server whose ``transaction_read_only`` is ``read_only`` does not suit
+    ``target_session_attrs=wanted``, or None if it does (any driver).
+
+    >>> session_attrs_mismatch(True, "read-write")
+    "server is read-only, target_session_attrs='read-write'"
+    >>> session_attrs_mismatch(False, "read-write") is None
+    True
+    """
+    if wanted == "any" or (wanted == "read-write") != read_only:
+        return None
+    return (f"server is {'read-only' if read_only else 'read-write'}, "
             f"target_session_attrs={wanted!r}")
 
+
+def verify_session_attrs(conn: psycopg.Connection[Any], wanted: str) -> None:
+    """Raise ``OperationalError`` unless ``conn`` is ``read-write``/``read-only``
+    as ``target_session_attrs`` asks (checked after connect, as libpq does).
+
+    ``wanted="any"`` costs nothing: no round trip. The caller closes ``conn`` when
+    this raises.
+    """
+    if wanted == "any":
+        return
+    with conn.cursor(row_factory=tuple_row) as cur:  # whatever the connection's factory
+        row = cur.execute("SHOW transaction_read_only").fetchone()
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.rollback()
+    problem = session_attrs_mismatch(bool(row and row[0] == "on"), wanted)
+    if problem is not None:
+        raise psycopg.OperationalError(problem)
+
+
+async def verify_session_attrs_async(conn: psycopg.AsyncConnection[Any], wanted: str) -> None:
+    """The asyncio twin of :func:`verify_session_attrs` (same error, same text)."""
+    if wanted == "any":
+        return
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SHOW transaction_read_only")
+        row = await cur.fetchone()
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        await conn.rollback()
+    problem = session_attrs_mismatch(bool(row and row[0] == "on"), wanted)
+    if problem is not None:
+        raise psycopg.OperationalError(problem)

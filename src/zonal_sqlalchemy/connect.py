@@ -11,6 +11,7 @@ bounded timeouts).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,18 +28,21 @@ from zonal_core.topology import Endpoint
 if TYPE_CHECKING:
     from zonal_sqlalchemy.pool import ZonalPool
 
-__all__ = ["Target", "current_target", "engine_connect_args", "install", "targeting"]
+__all__ = ["Target", "current_target", "engine_connect_args", "install", "targeting",
+           "verify_session_attrs_asyncpg"]
 
 
 class Target:
     """Which pool opens which endpoint, within how long."""
 
-    __slots__ = ("endpoint", "pool", "timeout")
+    __slots__ = ("endpoint", "opened", "pool", "timeout")
 
     def __init__(self, pool: ZonalPool, endpoint: Endpoint, timeout: float) -> None:
         self.pool = pool
         self.endpoint = endpoint
         self.timeout = timeout
+        #: the driver returned a connection (set by the pool's creator wrapper)
+        self.opened = False
 
 
 _local = threading.local()
@@ -63,7 +67,9 @@ class targeting:  # noqa: N801 - used as a context manager, like a function
         return self.target
 
     def __exit__(self, *exc: object) -> None:
-        _local.target = self.previous
+        # Not ``previous``: hedged connects of an asyncio engine interleave in
+        # greenlets of one thread, and each reads its target before it first waits.
+        _local.target = None
 
 
 def engine_connect_args(creator: Callable[..., Any]) -> dict[str, Any] | None:
@@ -170,9 +176,18 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
             return conn
 
         if dialect.is_async:
+            wanted = config.target_session_attrs
+
             async def creator(*args: Any, **kw: Any) -> Any:
                 aconn: pd.AsyncZonalConnection = await pd.connect_async(kw, timeout)
-                return arm(aconn)
+                arm(aconn)
+                if wanted != "any":
+                    try:
+                        await pd.verify_session_attrs_async(aconn, wanted)
+                    except BaseException:
+                        await aconn.close()  # non-blocking: pgconn.finish()
+                        raise
+                return aconn
 
             cparams["async_creator_fn"] = creator
             return None  # the dialect wraps it in its asyncio adapter
@@ -195,8 +210,72 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
         cparams["timeout"] = timeout
         if config.query_timeout:
             cparams["command_timeout"] = config.query_timeout
+        if config.target_session_attrs != "any":
+            cparams["async_creator_fn"] = _asyncpg_creator(
+                cparams.get("async_creator_fn"), config.target_session_attrs, timeout)
         return None
     return None
+
+
+def _asyncpg_creator(inner: Callable[..., Any] | None, wanted: str,
+                     timeout: float) -> Callable[..., Any]:
+    """An ``async_creator_fn`` for SQLAlchemy's asyncpg dialect: ``asyncpg.connect``
+    (or the user's own creator), then :func:`verify_session_attrs_asyncpg`.
+
+    The dialect calls it with the connect arguments left after its own
+    (``prepared_statement_cache_size``...) and wraps the connection it returns.
+    """
+
+    async def creator(*args: Any, **kw: Any) -> Any:
+        if inner is None:
+            import asyncpg
+
+            conn = await asyncpg.connect(*args, **kw)
+        else:
+            conn = await inner(*args, **kw)
+        try:
+            await verify_session_attrs_asyncpg(conn, wanted)
+        except Exception:
+            # a polite goodbye, bounded; then make sure the socket is gone
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=timeout)
+            if not conn.is_closed():
+                conn.terminate()
+            raise
+        except BaseException:  # cancelled: nothing may be awaited any more
+            conn.terminate()
+            raise
+        return conn
+
+    return creator
+
+
+async def verify_session_attrs_asyncpg(conn: Any, wanted: str) -> None:
+    """asyncpg's twin of :func:`zonal_core.psycopg_driver.verify_session_attrs`.
+
+    Raises asyncpg's ``TargetServerAttributeNotMatched`` ("server is read-only,
+    target_session_attrs='read-write'") unless the server of ``conn`` is what
+    ``target_session_attrs`` asks; ``wanted="any"`` costs no round trip. The
+    caller closes ``conn`` when this raises.
+    """
+    if wanted == "any":
+        return
+    from zonal_core.psycopg_driver import session_attrs_mismatch
+
+    value = await conn.fetchval("SHOW transaction_read_only")
+    problem = session_attrs_mismatch(value == "on", wanted)
+    if problem is not None:
+        raise _asyncpg_mismatch_error()(problem)
+
+
+def _asyncpg_mismatch_error() -> type[Exception]:
+    import asyncpg
+
+    exc: type[Exception] | None = getattr(
+        asyncpg.exceptions, "TargetServerAttributeNotMatched", None)
+    if exc is None:  # pragma: no cover - asyncpg < 0.25
+        exc = asyncpg.exceptions.InternalClientError
+    return exc
 
 
 def install(dialect: Any) -> None:
