@@ -31,6 +31,7 @@ from zonal_core import errors as core_errors
 from zonal_core.clock import Clock
 from zonal_core.config import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ZonalConfig, build_config
 from zonal_core.errors import ZonalConfigError
+from zonal_core.flow import Attempt, not_a_zone_failure
 from zonal_core.health import HealthPolicy
 from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.pool import ZonedPool
@@ -48,8 +49,8 @@ _OPTION_NAMES = (
     "zones", "local_zone", "pool_size", "max_total", "timeout", "connect_timeout",
     "max_lifetime", "max_idle", "min_idle", "pre_ping", "ping_bypass", "ping_timeout",
     "query_timeout", "pgbouncer", "session_state", "serverless", "failback_after",
-    "spillover", "target_session_attrs", "topology", "version", "name", "leak_threshold",
-    "password", "allow_tls_downgrade",
+    "spillover", "target_session_attrs", "hedge_after", "topology", "version", "name",
+    "leak_threshold", "password", "allow_tls_downgrade",
 )
 
 
@@ -64,8 +65,17 @@ class _RecordDriver:
         self.pool = pool
 
     def connect(self, endpoint: Endpoint, timeout: float) -> _ConnectionRecord:
-        with zconnect.targeting(zconnect.Target(self.pool, endpoint, timeout)):
-            return _ConnectionRecord(self.pool)
+        target = zconnect.Target(self.pool, endpoint, timeout)
+        with zconnect.targeting(target):
+            try:
+                return _ConnectionRecord(self.pool)
+            except Exception as exc:
+                if target.opened:
+                    # The driver connected; SQLAlchemy's setup after it failed (the
+                    # dialect's initialize, a connect event, an isolation level):
+                    # not the zone's fault, and the caller gets it as it is.
+                    not_a_zone_failure(exc)
+                raise
 
     # (the core's PooledConnection for a record is attached by ZonalPool._do_get)
 
@@ -108,6 +118,15 @@ class _GreenletZonedPool(ZonedPool):
 
     def _sleep(self, seconds: float) -> None:
         await_only(asyncio.sleep(seconds))
+
+    def _start(self, att: Attempt) -> None:
+        # A hedged connect runs in a greenlet of its own, as a task on the loop.
+        tasks: set[asyncio.Task[Any]] = self.__dict__.setdefault("_tasks", set())
+        task = asyncio.get_running_loop().create_task(
+            greenlet_spawn(self._connect_to_end, att))
+        att.cancel = task.cancel
+        tasks.add(task)  # (a task nobody references may be collected)
+        task.add_done_callback(tasks.discard)
 
     def _close_all(self, recs: list[PooledConnection]) -> None:
         if in_greenlet():
@@ -169,6 +188,7 @@ class ZonalPool(Pool):
         failback_after: float | None = None,
         spillover: bool | None = None,
         target_session_attrs: str | None = None,
+        hedge_after: float | None = None,
         topology: Any = None,
         version: str | None = None,
         name: str | None = None,
@@ -217,17 +237,21 @@ class ZonalPool(Pool):
 
     def _should_wrap_creator(self, creator: Callable[..., Any]) -> Callable[[Any], Any]:
         wrapped = super()._should_wrap_creator(creator)
-        if zconnect.engine_connect_args(creator) is not None:
-            return wrapped  # create_engine's connect(): do_connect routes it
-        takes_endpoint = wrapped is creator  # a one-argument creator
+        # create_engine's connect() is routed by the do_connect listener; a creator
+        # of one argument is handed the endpoint itself.
+        takes_endpoint = wrapped is creator and zconnect.engine_connect_args(creator) is None
 
         def invoke(rec: Any) -> Any:
             target = zconnect.current_target()
             if takes_endpoint:
                 if target is None:
                     raise core_errors.ZonalError("a zonal creator needs an endpoint")
-                return creator(target.endpoint)
-            return wrapped(rec)
+                conn = creator(target.endpoint)
+            else:
+                conn = wrapped(rec)
+            if target is not None:
+                target.opened = True  # what fails from here on is not the zone's fault
+            return conn
 
         return invoke
 
