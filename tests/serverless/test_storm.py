@@ -27,3 +27,16 @@ def test_deploy_storm_queuepool_comparison(small_lab: Any, figures: Any) -> None
     f = figures(deploy_storm(small_lab, n=N, pool="queuepool", hold=0.3, timeout=5.0))
     assert f["failed"] > 0
     assert "too many clients" in " ".join(f["error_samples"])
+
+
+def test_deploy_storm_on_a_busy_machine(small_lab: Any, figures: Any) -> None:
+    """The same storm with both cores kept busy by other processes: connects slow
+    down, the server stays full, and still no request fails and the only zone is
+    never ejected (ejection never removes the last capacity)."""
+    with small_lab.cpu_load(seconds=120) as load:
+        f = deploy_storm(small_lab, n=N, pool="zonal", hold=0.3, timeout=8.0)
+    f["cores_busy_by_load"] = round(load.load_seen().cores_busy, 2)
+    figures(f)
+    assert f["failed"] == 0, f["error_samples"]
+    assert f["ok"] == N
+    assert f["retries_total"] > 0
