@@ -6,14 +6,15 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, ProgrammingError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from zonal_core.errors import PoolTimeout, SessionStateError
+from zonal_core.errors import NoHealthyZone, PoolTimeout, SessionStateError
 from zonal_core.psycopg_driver import ZonalConnection
 from zonal_django import conf, direct_connection, pools
 from zonal_django.backends.postgresql.base import DatabaseWrapper
@@ -285,3 +286,33 @@ def test_psycopg2_only_gets_a_clear_improperly_configured() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.startswith("ImproperlyConfigured") and "psycopg 3" in out
+
+
+@pytest.mark.usefixtures("db_access")
+@pytest.mark.parametrize(("changes", "error", "needle"), [
+    ({"NAME": "zt_no_such_db"}, OperationalError, "no such database|does not exist"),
+    ({"OPTIONS": {"sslmdoe": "require"}}, ProgrammingError, 'invalid connection option "sslmdoe"'),
+])
+def test_configuration_errors_surface_as_themselves_and_eject_nothing(
+        djlab: Any, changes: dict[str, Any], error: type[Exception], needle: str) -> None:
+    """A database that does not exist or a misspelled connection option fails the
+    same in every zone: the driver's error, well within the timeout, no ejection.
+
+    (PgBouncer holds new clients of a database whose server login just failed until
+    it retries the login; such a connect is then raced by one to zone b, which
+    answers with the same error: that is the error raised.)"""
+    alias = f"zt_cfg_{len(changes.get('OPTIONS', {}))}"
+    w = wrapper(alias, **changes)
+    timeout = w.settings_dict["OPTIONS"]["zonal"]["timeout"]
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            with pytest.raises(error, match=needle) as info:
+                w.ensure_connection()
+            assert time.monotonic() - t0 < timeout
+            assert not isinstance(info.value, NoHealthyZone)
+    finally:
+        w.close()
+    st = pools.pools_of(alias)[0].stats()
+    assert all(z.state == "healthy" and z.ejections == 0 for z in st.zones.values())
+    assert st.zones["a"].connect_errors >= 1

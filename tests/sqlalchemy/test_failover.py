@@ -90,10 +90,11 @@ def ports(lab: Any) -> dict[str, int]:
     return {z: lab[z].postgres.port for z in ("a", "b")}
 
 
-def test_local_zone_killed_mid_workload(lab: Any, make_engine: Any) -> None:
+def test_local_zone_killed_mid_workload(lab: Any, make_engine: Any,
+                                        zone_figure: Any) -> None:
     engine = make_engine(pool_size=4, pool_pre_ping=True, pool_timeout=10, query_timeout=5)
     run = workload(engine, 4.0, lab["a"].kill, fault_after=1.0)
-    print(run.report("kill"))
+    zone_figure(run.report("kill"))
     p = ports(lab)
     before = [o for o in run.outcomes if o.start + o.took < run.fault_at]
     # (a connect to a slower than its hedge delay, on a loaded machine, may be

@@ -29,7 +29,8 @@ def _port(engine: Any) -> int:
         return int(c.execute(text("select inet_server_port()")).scalar())
 
 
-def test_cold_start_with_the_local_zone_black_holed(lab: Any, make_engine: Any) -> None:
+def test_cold_start_with_the_local_zone_black_holed(lab: Any, make_engine: Any,
+                                                    zone_figure: Any) -> None:
     """A new process starts while its zone's network is a black hole: every first
     request is served by the next zone within hedge_after + one connect."""
     cfg = {"connect_timeout": 2.0, "pool_timeout": 2.0}
@@ -42,21 +43,21 @@ def test_cold_start_with_the_local_zone_black_holed(lab: Any, make_engine: Any) 
         port = _port(engine)
         took.append(time.monotonic() - t0)
         assert port == lab["b"].postgres.port
-    print(f"cold start, local zone black-holed: first requests took "
+    zone_figure(f"cold start, local zone black-holed: first requests took "
           f"{[round(t, 3) for t in took]} s (hedge after {hedge:g} s, "
           f"connect_timeout {cfg['connect_timeout']:g} s), 0 errors")
     # never waited out the black-holed connect; the hedge fired at its delay
     assert all(hedge <= t < cfg["connect_timeout"] for t in took)
 
 
-def test_warm_pool_black_hole_fails_only_the_requests_in_flight(lab: Any,
-                                                                 make_engine: Any) -> None:
+def test_warm_pool_black_hole_fails_only_the_requests_in_flight(
+        lab: Any, make_engine: Any, zone_figure: Any) -> None:
     threads = 4
     cfg = {"query_timeout": 1.0, "connect_timeout": 2.0}
     engine = make_engine(pool_size=4, pool_pre_ping=True, ping_timeout=0.5, pool_timeout=2,
                          **cfg)
     run = workload(engine, 6.0, lab["a"].proxy.blackhole, fault_after=1.0, threads=threads)
-    print(run.report("black hole, warm pool"))
+    zone_figure(run.report("black hole, warm pool"))
     # once the requests in flight gave up, everything is served by b
     late = run.after(run.fault_at + cfg["query_timeout"] + cfg["connect_timeout"])
     assert late and all(o.error is None and o.port == lab["b"].postgres.port for o in late)
@@ -66,7 +67,8 @@ def test_warm_pool_black_hole_fails_only_the_requests_in_flight(lab: Any,
     assert all(o.error == "QueryTimeout" for o in run.errors()), run.report("black hole")
 
 
-def test_one_zone_paused_longer_than_connect_timeout_fails_no_request(lab: Any) -> None:
+def test_one_zone_paused_longer_than_connect_timeout_fails_no_request(
+        lab: Any, zone_figure: Any) -> None:
     """The deterministic form of the busy-machine defect: one zone, timeout 8 s,
     connect_timeout 2 s, a new connection per request, the server paused 3 s."""
     cfg = {"pool_timeout": 8.0, "connect_timeout": 2.0}
@@ -106,7 +108,7 @@ def test_one_zone_paused_longer_than_connect_timeout_fails_no_request(lab: Any) 
     during = [o for o in outcomes if paused_at[0] <= o[0] < paused_at[0] + pause]
     errors = [o for o in outcomes if o[2]]
     st = engine.pool.stats().zones["a"]
-    print(f"one zone paused {pause:g} s (timeout {cfg['pool_timeout']:g}, connect_timeout "
+    zone_figure(f"one zone paused {pause:g} s (timeout {cfg['pool_timeout']:g}, connect_timeout "
           f"{cfg['connect_timeout']:g}): {len(outcomes)} requests, {len(during)} started "
           f"during the pause, {len(errors)} failed, slowest {max(o[1] for o in outcomes):.2f} s, "
           f"connect errors {st.connect_errors}, ejections {st.ejections}")
@@ -117,7 +119,7 @@ def test_one_zone_paused_longer_than_connect_timeout_fails_no_request(lab: Any) 
     engine.dispose()
 
 
-def test_async_engine_hedges_a_black_holed_local_zone(lab: Any) -> None:
+def test_async_engine_hedges_a_black_holed_local_zone(lab: Any, zone_figure: Any) -> None:
     cfg = {"connect_timeout": 2.0, "pool_timeout": 2.0, "hedge_after": 0.3}
     lab["a"].proxy.blackhole()
 
@@ -133,7 +135,7 @@ def test_async_engine_hedges_a_black_holed_local_zone(lab: Any) -> None:
             await engine.dispose()
 
     port, took = asyncio.run(main())
-    print(f"async engine, local zone black-holed: served by b in {took:.3f} s "
+    zone_figure(f"async engine, local zone black-holed: served by b in {took:.3f} s "
           f"(hedge_after {cfg['hedge_after']:g} s)")
     assert port == lab["b"].postgres.port
     assert cfg["hedge_after"] <= took < cfg["connect_timeout"]
@@ -210,14 +212,57 @@ def test_configuration_errors_eject_nothing(lab: Any, query: str, database: str 
         engine.dispose()
 
 
-def test_busy_machine_local_zone_killed_mid_workload(lab: Any, make_engine: Any) -> None:
+def test_busy_machine_local_zone_killed_mid_workload(lab: Any, make_engine: Any,
+                                                     zone_figure: Any) -> None:
     """The kill-mid-workload failover with both cores kept busy by other processes."""
     engine = make_engine(pool_size=4, pool_pre_ping=True, pool_timeout=10, query_timeout=5)
     with lab.cpu_load(seconds=60) as load:
         run = workload(engine, 4.0, lab["a"].kill, fault_after=1.0)
     seen = load.load_seen()
-    print(run.report("kill, busy machine") + f"; load: {seen.cores_busy:.2f} cores busy")
+    zone_figure(run.report("kill, busy machine") + f"; load: {seen.cores_busy:.2f} cores busy")
     late = run.after(run.fault_at + 2.0)
     assert late and all(o.error is None and o.port == lab["b"].postgres.port for o in late)
     assert len(run.errors()) <= 4 * 2
     assert not [o for o in run.errors() if o.error in ("NoHealthyZone", "TimeoutError")]
+
+
+def test_slow_connects_through_the_proxy_are_slow_not_dead(lab: Any, make_engine: Any,
+                                                           zone_figure: Any) -> None:
+    """Zone a answers, but every round trip takes 150 ms more: a connect (several
+    round trips) outlasts hedge_after. Zone b serves the checkout; a's connect still
+    completes and joins a's idle stack, and a is never ejected: slow is not dead."""
+    cfg = {"connect_timeout": 3.0, "pool_timeout": 5.0, "hedge_after": 0.2}
+    lab["a"].proxy.latency(ms=150)
+    engine = make_engine(**cfg)
+    t0 = time.monotonic()
+    port = _port(engine)
+    took = time.monotonic() - t0
+    assert port == lab["b"].postgres.port
+    assert cfg["hedge_after"] <= took < cfg["connect_timeout"]
+    deadline = time.monotonic() + cfg["connect_timeout"]
+    while engine.pool.stats().zones["a"].opening and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a = engine.pool.stats().zones["a"]
+    zone_figure(f"zone a +150 ms per round trip, hedge_after {cfg['hedge_after']:g} s: first "
+                f"request served by b in {took:.3f} s; a's connect completed "
+                f"({a.connects} connect, {a.connect_errors} errors) and idles in a")
+    assert (a.connects, a.connect_errors, a.idle, a.state) == (1, 0, 1, "healthy")
+    # the local zone's idle connection serves the next request, slowly but surely
+    assert _port(engine) == lab["a"].postgres.port
+
+
+def test_one_zone_with_slow_connects_is_never_an_error(lab: Any) -> None:
+    """One zone whose connects take longer than usual (+100 ms per round trip), a new
+    connection per request: QueuePool would only be slow, so zonal is only slow."""
+    lab["a"].proxy.latency(ms=100)
+    engine = create_engine(url_of(lab), poolclass=ZonalPool,
+                           zones={"a": lab.zones(pgbouncer=False)["a"]},
+                           pool_timeout=5, connect_timeout=3)
+    try:
+        for _ in range(5):
+            assert _port(engine) == lab["a"].postgres.port
+            engine.pool.trim(0)
+        st = engine.pool.stats().zones["a"]
+        assert (st.connects, st.connect_errors, st.state) == (5, 0, "healthy")
+    finally:
+        engine.dispose()
