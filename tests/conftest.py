@@ -24,25 +24,29 @@ def pytest_configure(config: pytest.Config) -> None:
     manager.import_plugin("zonal_lab.pytest_plugin")
 
 
-_ZONE_FIGURES: list[tuple[str, str]] = []
+# Figures the docs quote, printed again in the run's summary, by section.
+_FIGURES: dict[str, list[tuple[str, str]]] = {}
+
+
+def keep_figure(section: str, test: str, line: str) -> None:
+    """Print ``line`` now and in the summary's ``section`` at the end of the run."""
+    _FIGURES.setdefault(section, []).append((test, line))
+    print(line)
 
 
 @pytest.fixture
 def zone_figure(request: pytest.FixtureRequest) -> Any:
-    """``zone_figure(line)``: print ``line`` now and again in the run's summary, so
-    the routing figures the docs quote show in every test run's output."""
+    """``zone_figure(line)``: a routing figure, shown in every test run's output."""
 
     def keep(line: str) -> str:
-        _ZONE_FIGURES.append((request.node.name, line))
-        print(line)
+        keep_figure("zone routing figures", request.node.name, line)
         return line
 
     return keep
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _ZONE_FIGURES:
-        return
-    terminalreporter.section("zone routing figures")
-    for name, line in _ZONE_FIGURES:
-        terminalreporter.write_line(f"{name}: {line}")
+    for section, lines in _FIGURES.items():
+        terminalreporter.section(section)
+        for name, line in lines:
+            terminalreporter.write_line(f"{name}: {line}")

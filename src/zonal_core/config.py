@@ -255,37 +255,29 @@ def _pgbouncer(value: object, field: str) -> PgBouncerMode:
     )
 
 
-def _query_timeout(value: object, field: str) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-        return None
-    try:
-        return _seconds(minimum=0, inclusive=False)(value, field)
-    except ZonalConfigError as exc:
-        raise ZonalConfigError(
-            field, exc.problem, fix="query_timeout=30, or None to disable"
-        ) from None
+def _optional_seconds(*, inclusive: bool, fix: str, none_words: tuple[str, ...] = ()
+                      ) -> Callable[[object, str], float | None]:
+    """A parser of seconds (> 0, or >= 0 when ``inclusive``) where None (or "none",
+    "null" and ``none_words``) means "not set"."""
+    words = ("none", "null", *none_words)
+
+    def check(value: object, field: str) -> float | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in words):
+            return None
+        try:
+            return _seconds(minimum=0, inclusive=inclusive)(value, field)
+        except ZonalConfigError as exc:
+            raise ZonalConfigError(field, exc.problem, fix=fix) from None
+
+    return check
 
 
-def _hedge_after(value: object, field: str) -> float | None:
-    # None (or "auto"): from the endpoint's measured connect latency; 0: off.
-    if value is None or (isinstance(value, str)
-                         and value.strip().lower() in ("none", "null", "auto")):
-        return None
-    try:
-        return _seconds(minimum=0, inclusive=True)(value, field)
-    except ZonalConfigError as exc:
-        raise ZonalConfigError(
-            field, exc.problem, fix="hedge_after=0.5, 0 to turn hedging off, or None (automatic)"
-        ) from None
-
-
-def _leak_threshold(value: object, field: str) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-        return None
-    try:
-        return _seconds(minimum=0, inclusive=False)(value, field)
-    except ZonalConfigError as exc:
-        raise ZonalConfigError(field, exc.problem, fix="leak_threshold=60, or None") from None
+_query_timeout = _optional_seconds(inclusive=False, fix="query_timeout=30, or None to disable")
+# None (or "auto"): from the endpoint's measured connect latency; 0: off.
+_hedge_after = _optional_seconds(
+    inclusive=True, none_words=("auto",),
+    fix="hedge_after=0.5, 0 to turn hedging off, or None (automatic)")
+_leak_threshold = _optional_seconds(inclusive=False, fix="leak_threshold=60, or None")
 
 
 def _password(value: object, field: str) -> object:

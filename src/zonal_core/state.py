@@ -447,16 +447,10 @@ class PoolState:
         can_wait = False
         for entry in self.route(now):
             z = self.zones[entry.zone.name]
-            if entry.serves:
-                while z.idle:
-                    rec = z.idle.pop()  # LIFO: the most recently used; the rest age out
-                    self.idle_total -= 1
-                    if rec.created_at <= z.invalid_before or rec.generation != self.generation:
-                        self._close(z, rec, "invalidated")
-                        continue
-                    self._lend(z, rec, now)
-                    return Grant(record=rec,
-                                 ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)
+            if entry.serves and z.idle:
+                idle = self._take_idle(z, now)
+                if idle is not None:
+                    return idle
             h, busy = self._pick_endpoint(z, entry.mode, avoid, now)
             if h is None:
                 can_wait = can_wait or busy
@@ -473,6 +467,20 @@ class PoolState:
         if any(self.zones[e.zone.name].lent for e in self._route if e.serves):
             return _WAIT  # this checkout tried every endpoint; a borrowed one may return
         return _NO_ROUTE
+
+    def _take_idle(self, z: _ZoneRuntime, now: float) -> Grant | None:
+        """Lend ``z``'s most recently used idle connection (LIFO: the rest age out),
+        closing invalidated ones on the way; None if none is left."""
+        cfg = self.config
+        while z.idle:
+            rec = z.idle.pop()
+            self.idle_total -= 1
+            if rec.created_at <= z.invalid_before or rec.generation != self.generation:
+                self._close(z, rec, "invalidated")
+                continue
+            self._lend(z, rec, now)
+            return Grant(record=rec, ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)
+        return None
 
     def _pick_endpoint(self, z: _ZoneRuntime, mode: RouteMode, avoid: set[str], now: float
                        ) -> tuple[EndpointHealth | None, bool]:
@@ -647,19 +655,12 @@ class PoolState:
         self._tick(now)
         if self.closed:
             return None
-        cfg = self.config
         for entry in self.route(now):
             z = self.zones[entry.zone.name]
-            if entry.serves:
-                while z.idle:
-                    rec = z.idle.pop()
-                    self.idle_total -= 1
-                    if rec.created_at <= z.invalid_before or rec.generation != self.generation:
-                        self._close(z, rec, "invalidated")
-                        continue
-                    self._lend(z, rec, now)
-                    return Grant(record=rec,
-                                 ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)
+            if entry.serves and z.idle:
+                idle = self._take_idle(z, now)
+                if idle is not None:
+                    return idle
             h, _ = self._pick_endpoint(z, entry.mode, exclude, now)
             if h is not None and self._make_room(z):
                 self._reserve(z, h, entry.mode)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-_FIGURES: list[tuple[str, dict[str, Any]]] = []
+from tests.conftest import keep_figure
 
 # One lab for frozen/thaw/shutdown (room for 24 instances' bursts, and a PgBouncer),
 # one small server for the deploy storm (no PgBouncer).
@@ -36,16 +36,8 @@ def figures(request: pytest.FixtureRequest) -> Callable[[dict[str, Any]], dict[s
     """``figures(d)``: keep ``d`` for the end-of-run summary (and return it)."""
 
     def keep(d: dict[str, Any]) -> dict[str, Any]:
-        _FIGURES.append((request.node.name, d))
-        print(json.dumps(d, indent=1))
+        keep_figure("serverless figures", request.node.name,
+                    json.dumps(d, separators=(",", ":")))
         return d
 
     return keep
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _FIGURES:
-        return
-    terminalreporter.section("serverless figures")
-    for name, d in _FIGURES:
-        terminalreporter.write_line(f"{name}: {json.dumps(d, separators=(',', ':'))}")
