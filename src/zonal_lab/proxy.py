@@ -265,12 +265,19 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
 
         async def read_side() -> None:
-            while True:
-                await self._flowing.wait()
-                data = await reader.read(_CHUNK)
-                await queue.put((loop.time() + self._latency / 2, data))
-                if not data:
-                    return
+            try:
+                while True:
+                    await self._flowing.wait()
+                    data = await reader.read(_CHUNK)
+                    await queue.put((loop.time() + self._latency / 2, data))
+                    if not data:
+                        return
+            except (OSError, asyncio.IncompleteReadError):
+                # A reset (a killed server with unread data sends RST, not FIN) ends
+                # this direction as an EOF would: the writer must not wait forever
+                # on an empty queue, or the pair never closes and the client sees a
+                # black hole where the server crashed.
+                await queue.put((loop.time(), b""))
 
         async def write_side() -> None:
             while True:

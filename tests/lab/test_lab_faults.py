@@ -224,6 +224,25 @@ def test_kill_then_start_on_the_same_port(lab: Lab) -> None:
             assert select_1(fresh) == 1
 
 
+def test_a_crash_with_a_query_unread_closes_the_clients_connection(background: Any,
+                                                                   lab: Lab) -> None:
+    """A server killed with a query still unread in its socket sends RST, not FIN;
+    through the proxy the client must see its connection end, as it would directly,
+    not a black hole (the fault proxy once kept such a pair open)."""
+    zone = lab["a"]
+    conn = connect(zone.url(proxy=True))
+    try:
+        zone.pause()  # the backend cannot read what comes next
+        job = background(lambda: select_1(conn))
+        assert not job.wait(SHORT / 2)
+        zone.kill()
+        assert job.wait(5 * SHORT), "the client still waits on a crashed server"
+        assert isinstance(job.error, psycopg.OperationalError)
+    finally:
+        conn.close()
+        zone.start()
+
+
 def test_pause_hangs_everything_until_resumed(background: Any, lab: Lab) -> None:
     zone = lab["a"]
     conn = connect(zone.url(proxy=True))
