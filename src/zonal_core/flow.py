@@ -411,8 +411,9 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                         with lock:
                             closing.extend(state.ping_failed(
                                 rec, clock.now(), timed_out=isinstance(exc, TimeoutError)))
-                        if not isinstance(exc, Exception):
-                            raise
+                        if not isinstance(exc, Exception) or getattr(
+                                exc, _NOT_A_ZONE_FAILURE, False):
+                            raise  # (an adapter's "not a disconnect": the caller's error)
                         continue  # that connection only is discarded; try the next one
                     with lock:
                         state.pinged(rec)

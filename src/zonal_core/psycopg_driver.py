@@ -33,6 +33,7 @@ __all__ = [
     "AsyncZonalConnection",
     "PsycopgDriver",
     "ZonalConnection",
+    "adopt",
     "bounded_ping",
     "connect",
     "connect_async",
@@ -85,27 +86,28 @@ class _Bounds:
         return None
 
 
-class _Bounded:
+def _bounds_of(conn: Any) -> _Bounds:
     """The ``zonal`` bounds of a connection, created on first use."""
-
-    _zonal: _Bounds
-
-    @property
-    def zonal(self) -> _Bounds:
-        try:
-            return self._zonal
-        except AttributeError:
-            self._zonal = _Bounds()
-            return self._zonal
+    try:
+        bounds: _Bounds = conn._zonal
+    except AttributeError:
+        bounds = conn._zonal = _Bounds()
+    return bounds
 
 
-class ZonalConnection(_Bounded, psycopg.Connection[Any]):
+class ZonalConnection(psycopg.Connection[Any]):
     """A psycopg connection whose every wait for the server is bounded.
 
     A statement that waits longer than ``query_timeout`` raises
     :class:`~zonal_core.errors.QueryTimeout` (an ``OperationalError``), and the
     connection is closed: its state is unknown, it must never be reused.
+
+    (No mixin and no slots of its own: a plain ``psycopg.Connection`` opened by
+    someone else, say through SQLAlchemy's connect path, can become one in place,
+    see :func:`adopt`.)
     """
+
+    zonal = property(_bounds_of)
 
     def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
              **kwargs: Any) -> Any:
@@ -123,8 +125,10 @@ class ZonalConnection(_Bounded, psycopg.Connection[Any]):
             raise
 
 
-class AsyncZonalConnection(_Bounded, psycopg.AsyncConnection[Any]):
+class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
     """The asyncio twin of :class:`ZonalConnection`."""
+
+    zonal = property(_bounds_of)
 
     async def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
                    **kwargs: Any) -> Any:
@@ -203,6 +207,17 @@ async def connect_async(kwargs: Mapping[str, Any], timeout: float,
     except QueryTimeout:
         raise _timeout_error() from None
     _finish(conn, options)
+    return conn
+
+
+def adopt(conn: Any) -> Any:
+    """Make a ``psycopg.Connection`` opened elsewhere a :class:`ZonalConnection` in
+    place (same object), so its statements and pings are bounded too. Anything else
+    (a driver wrapper from an instrumentation, say) is returned as it is."""
+    if type(conn) is psycopg.Connection:
+        conn.__class__ = ZonalConnection
+    elif type(conn) is psycopg.AsyncConnection:
+        conn.__class__ = AsyncZonalConnection
     return conn
 
 

@@ -12,6 +12,7 @@ bounded timeouts).
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,7 +36,7 @@ __all__ = ["Target", "current_target", "engine_connect_args", "install", "target
 class Target:
     """Which pool opens which endpoint, within how long."""
 
-    __slots__ = ("endpoint", "opened", "pool", "timeout")
+    __slots__ = ("endpoint", "finish", "opened", "pool", "timeout")
 
     def __init__(self, pool: ZonalPool, endpoint: Endpoint, timeout: float) -> None:
         self.pool = pool
@@ -43,6 +44,9 @@ class Target:
         self.timeout = timeout
         #: the driver returned a connection (set by the pool's creator wrapper)
         self.opened = False
+        #: what the pool's creator wrapper does with a connection SQLAlchemy opened
+        #: (bounds, role check), when zonal did not open it itself
+        self.finish: Callable[[Any], Any] | None = None
 
 
 _local = threading.local()
@@ -147,6 +151,10 @@ def driver_of(dialect: Any) -> Driver:
 def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
                 cparams: dict[str, Any]) -> Any:
     target = current_target()
+    # (what ?plugin=zonal keeps in engine.url is not a connection parameter)
+    cparams.pop("plugin", None)
+    for key in [k for k in cparams if isinstance(k, str) and k.startswith("zonal_")]:
+        del cparams[key]
     if target is None or target.pool._dialect is not dialect:
         return None  # not a connection zonal is opening
     from zonal_core.drivers import reaper_server_settings
@@ -171,8 +179,10 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
         from zonal_core import psycopg_driver as pd
 
         def arm(conn: Any) -> Any:
-            conn.zonal.query_timeout = config.query_timeout
-            conn.zonal.on_timeout = lambda: pool.core.record_failure(ep)
+            bounds = getattr(conn, "zonal", None)
+            if bounds is not None:
+                bounds.query_timeout = config.query_timeout
+                bounds.on_timeout = lambda: pool.core.record_failure(ep)
             return conn
 
         if dialect.is_async:
@@ -191,13 +201,27 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
 
             cparams["async_creator_fn"] = creator
             return None  # the dialect wraps it in its asyncio adapter
-        conn: pd.ZonalConnection = arm(pd.connect(cparams, timeout))
-        try:
-            pd.verify_session_attrs(conn, config.target_session_attrs)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+
+        def finish(conn: Any) -> Any:
+            conn = arm(pd.adopt(conn))
+            try:
+                pd.verify_session_attrs(conn, config.target_session_attrs)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        if not _sqlalchemy_path_is_plain(dialect):
+            # SQLAlchemy's own path: the do_connect listeners after this one, a
+            # replaced dialect.connect, create_engine(module=...) and a patched
+            # psycopg.connect all take part. psycopg bounds the attempt in whole
+            # seconds, at least 2 (libpq's rule); hedging covers the rest.
+            cparams["connect_timeout"] = max(2, math.ceil(timeout))
+            target.finish = finish
+            return None
+        # Nothing would differ from psycopg.connect(**cparams) but the bound: zonal
+        # connects itself, with a sub-second deadline.
+        return finish(pd.connect(cparams, timeout))
     if driver == "asyncpg":
         cparams.pop("options", None)  # libpq-only; asyncpg takes server_settings
         for k in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"):
@@ -215,6 +239,23 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
                 cparams.get("async_creator_fn"), config.target_session_attrs, timeout)
         return None
     return None
+
+
+def _sqlalchemy_path_is_plain(dialect: Any) -> bool:
+    """Whether SQLAlchemy would end in a plain ``psycopg.connect(**cparams)``: no
+    other ``do_connect`` listener, ``dialect.connect`` not replaced, no
+    ``create_engine(module=...)``, ``psycopg.connect`` not patched (by an APM or
+    OpenTelemetry instrumentation, say)."""
+    import psycopg
+    from sqlalchemy.engine.default import DefaultDialect
+
+    if sum(1 for _ in dialect.dispatch.do_connect) > 1:
+        return False
+    if "connect" in vars(dialect) or type(dialect).connect is not DefaultDialect.connect:
+        return False
+    if getattr(dialect, "loaded_dbapi", None) is not psycopg:
+        return False
+    return bool(psycopg.connect == psycopg.Connection.connect)
 
 
 def _asyncpg_creator(inner: Callable[..., Any] | None, wanted: str,
@@ -282,5 +323,7 @@ def install(dialect: Any) -> None:
     """Listen on ``dialect``'s ``do_connect`` once (pools come and go; it stays)."""
     if getattr(dialect, "_zonal_listening", False):
         return
-    event.listen(dialect, "do_connect", _do_connect)
+    # First, so that listeners added before or after the engine see (and may
+    # change) the endpoint's parameters zonal sets.
+    event.listen(dialect, "do_connect", _do_connect, insert=True)
     dialect._zonal_listening = True

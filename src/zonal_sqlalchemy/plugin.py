@@ -4,8 +4,14 @@
 sets the pool class (:class:`ZonalPool`, or :class:`ZonalAsyncPool` for asyncio
 dialects). zonal's options come as ``create_engine`` keywords or as URL query
 parameters prefixed ``zonal_`` (``&zonal_local_zone=a&zonal_zones={"a":"h:5432"}``),
-which are taken out of the URL before the driver sees it. Query values are read as
-JSON where they parse (numbers, booleans, objects), else as text.
+which are taken out of the connect arguments before the driver sees them. Query values
+are read as JSON where they parse (numbers, booleans, objects), else as text.
+
+``engine.url`` keeps ``plugin=zonal`` and the ``zonal_*`` parameters, so
+``create_engine(engine.url)`` builds a zonal engine again; options passed as
+keywords are not copied into the URL (they may carry secrets): give them again, or
+through ``ZONAL_TOPOLOGY`` / ``ZONAL_TOPOLOGY_FILE``. With ``pool=`` (a pool of your
+own) the plugin sets no pool class.
 """
 
 from __future__ import annotations
@@ -39,7 +45,14 @@ class ZonalPlugin(CreateEnginePlugin):
 
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
         super().__init__(url, kwargs)
+        backend = url.get_backend_name()
+        if backend != "postgresql":
+            raise ZonalConfigError(
+                "plugin", f"zonal pools PostgreSQL connections; this URL is {backend!r}",
+                fix="drop ?plugin=zonal from a non-PostgreSQL URL")
         self.url_options: dict[str, Any] = {}
+        # With a pool of the user's own (pool=...), zonal stays out of the way.
+        self.own_pool = "pool" in kwargs
         for key, raw in url.query.items():
             if not key.startswith(PREFIX):
                 continue
@@ -56,8 +69,9 @@ class ZonalPlugin(CreateEnginePlugin):
         for name in ("timeout", "pre_ping"):
             if name in kwargs:
                 self.url_options[name] = kwargs.pop(name)
-        is_async = bool(getattr(url.get_dialect(), "is_async", False))
-        kwargs.setdefault("poolclass", ZonalAsyncPool if is_async else ZonalPool)
+        if not self.own_pool:
+            is_async = bool(getattr(url.get_dialect(), "is_async", False))
+            kwargs.setdefault("poolclass", ZonalAsyncPool if is_async else ZonalPool)
 
     def handle_pool_kwargs(self, pool_cls: type[Any], pool_args: dict[str, Any]) -> None:
         for name, value in self.url_options.items():
@@ -67,4 +81,12 @@ class ZonalPlugin(CreateEnginePlugin):
             pool_args[name] = value
 
     def update_url(self, url: URL) -> URL:
-        return url.difference_update_query([k for k in url.query if k.startswith(PREFIX)])
+        # create_engine drops ``plugin`` from the URL it keeps; zonal puts it back,
+        # with the ``zonal_*`` options that came in the URL, so that
+        # ``create_engine(engine.url)`` (code that only passes a URL around) gets
+        # zonal again. The pool's connect hook takes both out before the driver
+        # sees them. (Options given as keywords are not copied into the URL: they
+        # may carry secrets.)
+        if self.own_pool:
+            return url.difference_update_query([k for k in url.query if k.startswith(PREFIX)])
+        return url.update_query_dict({"plugin": "zonal"})

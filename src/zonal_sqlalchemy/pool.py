@@ -40,7 +40,7 @@ from zonal_core.state import PooledConnection, Waiter
 from zonal_core.stats import PoolStats
 from zonal_core.topology import Endpoint
 from zonal_sqlalchemy import connect as zconnect
-from zonal_sqlalchemy.errors import PoolTimeout
+from zonal_sqlalchemy.errors import NoHealthyZone, PoolTimeout
 
 __all__ = ["ZonalAsyncPool", "ZonalPool"]
 
@@ -84,7 +84,18 @@ class _RecordDriver:
         if dbapi is None:
             raise core_errors.ZonalError("connection was invalidated")
         dialect: Any = self.pool._dialect
-        bounded_ping(rec.driver_connection, timeout, lambda: dialect.do_ping(dbapi))
+        # SQLAlchemy's pre-ping: handle_error fires with is_pre_ping, and its
+        # handlers may upgrade or downgrade a disconnect. False: gone, try the next
+        # one; an error that is not a disconnect is the caller's (SQLAlchemy raises it).
+        ping = getattr(dialect, "_do_ping_w_event", dialect.do_ping)
+        try:
+            alive = bounded_ping(rec.driver_connection, timeout, lambda: ping(dbapi))
+        except TimeoutError:
+            raise  # a black-holed server: counts against the endpoint
+        except Exception as exc:
+            raise not_a_zone_failure(exc) from None
+        if alive is False:
+            raise core_errors.ZonalError("pre-ping: the connection is gone")
 
     def reset(self, rec: _ConnectionRecord) -> bool:
         return True  # SQLAlchemy resets on return itself (pool_reset_on_return)
@@ -250,6 +261,8 @@ class ZonalPool(Pool):
             else:
                 conn = wrapped(rec)
             if target is not None:
+                if target.finish is not None:  # opened by SQLAlchemy's own path
+                    conn = target.finish(conn)
                 target.opened = True  # what fails from here on is not the zone's fault
             return conn
 
@@ -259,7 +272,11 @@ class ZonalPool(Pool):
         try:
             pooled = self._core.getconn()
         except core_errors.PoolTimeout as exc:
-            raise PoolTimeout(str(exc)) from None
+            raise PoolTimeout(str(exc)) from exc.__cause__
+        except core_errors.NoHealthyZone as exc:
+            # SQLAlchemy's language: an OperationalError wrapping the last driver
+            # error, whose message names every zone's state.
+            raise NoHealthyZone(str(exc), exc.__cause__) from exc.__cause__
         rec: _ConnectionRecord = pooled.raw
         rec._zonal_pooled = pooled  # type: ignore[attr-defined]
         return rec
@@ -305,8 +322,10 @@ class ZonalPool(Pool):
         )
 
     def dispose(self) -> None:
-        """Close idle connections now; borrowed ones close when checked in."""
-        self._core.close()
+        """Close idle connections now; borrowed ones close when checked in. The pool
+        stays usable, as SQLAlchemy's own pools do (``engine.dispose()`` then replaces
+        it with :meth:`recreate`'s)."""
+        self._core.drain()
         self.logger.info("Pool disposed. %s", self.status())
 
     def status(self) -> str:
@@ -400,7 +419,7 @@ def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int 
             raise ZonalConfigError("pool_recycle", "pool_recycle and max_lifetime disagree",
                                    fix="pass only one of them")
         options["max_lifetime"] = recycle
-    if max_overflow is not None:
+    if max_overflow is not None and max_overflow != 0:
         raise ZonalConfigError(
             "max_overflow", "zonal has no overflow: pool_size is the most open connections "
             "per zone, max_total across zones", fix="drop max_overflow; set pool_size/max_total")
