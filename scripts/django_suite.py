@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-LABELS = ("backends transactions transaction_hooks basic queries select_for_update db_utils "
-          "handlers async test_utils sessions_tests").split()
+LABELS = ["backends", "transactions", "transaction_hooks", "basic", "queries",
+          "select_for_update", "db_utils", "handlers", "async", "test_utils", "sessions_tests"]
 
 # Tests whose outcome differs by design, and why. Keys are regular expressions
 # matched against "module.Class.test_name".
