@@ -1,6 +1,7 @@
 """The validated configuration of a zoned pool: one vocabulary for both adapters.
 
-:func:`build_config` gathers the options of DESIGN.md's table from keyword
+:func:`build_config` gathers zonal's options (:data:`OPTIONS`, documented in
+:data:`OPTION_TABLE`) from keyword
 arguments or a dict, a TOML or JSON file named by ``ZONAL_TOPOLOGY_FILE`` and JSON in
 ``ZONAL_TOPOLOGY``, checks every value and returns a frozen :class:`ZonalConfig`.
 
@@ -18,7 +19,6 @@ ever holds a password.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import numbers
@@ -32,8 +32,9 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from .errors import ZonalConfigError
+from .options import ENV_LOCAL_ZONE, ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, OPTIONS, TABLE
 from .secrets import redact
-from .topology import Endpoint, Topology, collect_secrets, parse_topology
+from .topology import Endpoint, Topology, collect_secrets, did_you_mean, parse_topology
 
 __all__ = [
     "DEFAULTS",
@@ -50,59 +51,19 @@ __all__ = [
     "TargetSessionAttrs",
     "ZonalConfig",
     "build_config",
+    "parse_option",
 ]
 
 PgBouncerMode = Literal[False, "transaction", "session"]
 SessionState = Literal["error", "warn", "allow"]
 TargetSessionAttrs = Literal["any", "read-write", "read-only"]
 
-ENV_TOPOLOGY = "ZONAL_TOPOLOGY"
-"""Env var holding the topology (and any option) as JSON."""
-ENV_TOPOLOGY_FILE = "ZONAL_TOPOLOGY_FILE"
-"""Env var naming a ``.toml`` or ``.json`` file in the same format."""
-ENV_LOCAL_ZONE = "ZONAL_LOCAL_ZONE"
-"""Env var naming the zone this process runs in."""
-
 MAX_CONNECTIONS = 262_143
 """Upper bound of every size option: PostgreSQL's own limit on ``max_connections``."""
 MAX_SECONDS = 1e9
 """Upper bound of every duration (about 31 years); larger values overflow timers."""
 
-# The configuration table of DESIGN.md, in its order.
-_TABLE = (
-    "zones",
-    "local_zone",
-    "pool_size",
-    "max_total",
-    "timeout",
-    "connect_timeout",
-    "max_lifetime",
-    "max_idle",
-    "min_idle",
-    "pre_ping",
-    "ping_bypass",
-    "ping_timeout",
-    "query_timeout",
-    "pgbouncer",
-    "session_state",
-    "serverless",
-    "failback_after",
-    "spillover",
-    "target_session_attrs",
-    "hedge_after",
-)
-
-# Options beyond DESIGN's table (reliability and security features).
-_EXTRA = ("leak_threshold", "password", "allow_tls_downgrade")
-
-OPTIONS: frozenset[str] = frozenset((*_TABLE, *_EXTRA, "topology", "version", "name"))
-"""Every name :func:`build_config` accepts: the table's, plus ``topology`` (another
-spelling of ``zones``), ``version`` (of the topology), ``name`` (of the pool),
-``leak_threshold`` (seconds a connection may stay borrowed before it is reported
-once, with the stack of its checkout), ``password`` (a string, or a callable
-returning one, called for every new connection: rotating credentials such as IAM
-tokens) and ``allow_tls_downgrade`` (accept zones whose ``sslmode`` is weaker than
-the local zone's, see :data:`SSLMODES`)."""
+_TABLE = TABLE  # (OPTIONS and the ENV_* names are re-exported from zonal_core.options)
 
 SSLMODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 """libpq's ``sslmode`` values, weakest first. A zone without one gets libpq's
@@ -322,13 +283,21 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
 }
 
 
+def parse_option(name: str, value: object) -> Any:
+    """``value`` of option ``name`` parsed and checked as :func:`build_config` does it
+    (the one parser of each option: adapters that need one value early use this).
+
+    >>> parse_option("pgbouncer", "yes"), parse_option("pre_ping", "off")
+    ('transaction', False)
+    """
+    check = _CHECKS.get(name)
+    if check is None:
+        raise _unknown_option(name, None)
+    return check(value, name)
+
+
 def _guess(word: object, choices: Any) -> str | None:
-    if not isinstance(word, str):
-        return None
-    if word in _HINTS and _HINTS[word] in choices:
-        return _HINTS[word]
-    close = difflib.get_close_matches(word.strip().lower(), sorted(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
+    return did_you_mean(word, choices, _HINTS)
 
 
 def _unknown_option(key: object, origin: str | None) -> ZonalConfigError:
@@ -340,7 +309,7 @@ def _unknown_option(key: object, origin: str | None) -> ZonalConfigError:
     elif guess:
         fix = f"did you mean {guess!r}?"
     else:
-        fix = "see the options table in DESIGN.md: " + ", ".join(_TABLE)
+        fix = "see zonal's options table (docs/configuration.md): " + ", ".join(_TABLE)
     return _located(ZonalConfigError(str(field), "is not a zonal option", fix=fix), origin)
 
 
@@ -356,7 +325,7 @@ def _located(exc: ZonalConfigError, origin: str | None) -> ZonalConfigError:
 
 @dataclass(frozen=True, repr=False)
 class ZonalConfig:
-    """Every option of DESIGN.md's table, validated; frozen, hashable, secret-free repr.
+    """Every option of zonal's table, validated; frozen, hashable, secret-free repr.
 
     Build it with :func:`build_config` (sources, the serverless profile, ``explicit``).
     Constructed directly, it takes its values literally (no profile, no env) and

@@ -57,17 +57,11 @@ def unique_statement_name() -> str:
 
 
 def _mode(pgbouncer: object) -> Literal[False, "transaction", "session"]:
-    if pgbouncer is False or pgbouncer is None:
-        return False
-    if pgbouncer is True or pgbouncer == "transaction":
-        return "transaction"
-    if pgbouncer == "session":
-        return "session"
-    raise ZonalConfigError(
-        "pgbouncer",
-        f"must be False, 'transaction' (or True) or 'session', not {pgbouncer!r}",
-        fix="pgbouncer='transaction'",
-    )
+    # the configuration's own parser: one meaning of every spelling
+    from zonal_core.config import parse_option
+
+    mode: Literal[False, "transaction", "session"] = parse_option("pgbouncer", pgbouncer)
+    return mode
 
 
 def _check_not_string(user_kwargs: Mapping[str, Any], key: str, fix: str) -> None:

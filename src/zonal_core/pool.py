@@ -56,7 +56,7 @@ class ZonedPool(PoolBase):
     """Per-zone pools behind one checkout, for threaded code.
 
     ``driver`` opens, pings, resets and closes connections (see
-    :class:`zonal_core.driver.Driver`); options are those of DESIGN's table.
+    :class:`zonal_core.driver.Driver`); options are zonal's (:mod:`zonal_core.options`).
     """
 
     def __init__(self, driver: Driver, config: ZonalConfig | Mapping[str, Any] | None = None,

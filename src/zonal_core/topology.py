@@ -22,7 +22,7 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -37,6 +37,7 @@ __all__ = [
     "Topology",
     "Zone",
     "collect_secrets",
+    "did_you_mean",
     "parse_topology",
 ]
 
@@ -83,15 +84,28 @@ def _kind(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def _did_you_mean(word: object, choices: Sequence[str]) -> str | None:
+def did_you_mean(word: object, choices: Iterable[str],
+                 hints: Mapping[str, str] | None = None) -> str | None:
+    """The choice ``word`` was probably meant to be, or None: a known near-miss of
+    ``hints`` first (``pool_timeout`` -> ``timeout``), then the closest spelling.
+    The one did-you-mean of zonal's configuration errors.
+
+    >>> did_you_mean("pool_sise", ["pool_size", "timeout"])
+    'pool_size'
+    """
     if not isinstance(word, str):
         return None
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = sorted(choices)
+    if hints and word in hints and hints[word] in options:
+        return hints[word]
+    close = difflib.get_close_matches(word.strip().lower(), options, n=1, cutoff=0.6)
+    if not close and word != word.strip().lower():
+        close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
 def _unknown_key(where: str, key: object, choices: Sequence[str]) -> ZonalConfigError:
-    guess = _did_you_mean(key, choices)
+    guess = did_you_mean(key, choices)
     hint = f"did you mean {guess!r}?" if guess else f"use one of: {', '.join(choices)}"
     return ZonalConfigError(f"{where}[{_key(key)}]", "is not a known key", fix=hint)
 

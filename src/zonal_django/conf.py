@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zonal_core.config import ZonalConfig, build_config
+from zonal_core.config import ZonalConfig, build_config, parse_option
 from zonal_core.errors import ZonalConfigError
 
 __all__ = [
@@ -88,6 +88,14 @@ def _host_zones(settings_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"default": {"endpoints": [{"host": host, "port": port}]}}
 
 
+def _is_false(value: object) -> bool:
+    # the configuration's own reading of a flag ("off", "no", 0, ...)
+    try:
+        return parse_option("pre_ping", value) is False
+    except ZonalConfigError:
+        return False  # not a flag at all: build_config reports it
+
+
 def problems_for(alias: str, settings_dict: Mapping[str, Any],
                  environ: Mapping[str, str] | None = None) -> tuple[list[ConfigProblem],
                                                                    ZonalConfig | None]:
@@ -136,7 +144,7 @@ def problems_for(alias: str, settings_dict: Mapping[str, Any],
             zonal["zones"] = host_zones
     health = bool(settings_dict.get("CONN_HEALTH_CHECKS", False))
     if health:
-        if "pre_ping" in zonal and zonal["pre_ping"] in (False, 0, "false", "False", "0"):
+        if "pre_ping" in zonal and _is_false(zonal["pre_ping"]):
             out.append(ConfigProblem(
                 "zonal.E005",
                 f"{_where(alias, 'CONN_HEALTH_CHECKS')} is True but "

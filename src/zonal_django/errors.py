@@ -1,9 +1,10 @@
 """zonal's errors as Django sees them.
 
-DESIGN: a ``PoolTimeout`` is raised in Django as ``django.db.OperationalError``.
-These classes are both, so ``except OperationalError`` (Django code, DRF, Sentry
-grouping) and ``except zonal_core.PoolTimeout`` both catch them, and the message is
-zonal's: every zone's state.
+A ``PoolTimeout`` (or ``NoHealthyZone``) is raised in Django as
+``django.db.OperationalError``. These classes are both, so ``except
+OperationalError`` (Django code, DRF, Sentry grouping) and ``except
+zonal_core.PoolTimeout`` both catch them, and the message is zonal's: every zone's
+state.
 """
 
 from __future__ import annotations

@@ -29,11 +29,12 @@ from sqlalchemy.util.concurrency import in_greenlet
 
 from zonal_core import errors as core_errors
 from zonal_core.clock import Clock
-from zonal_core.config import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ZonalConfig, build_config
+from zonal_core.config import ZonalConfig, build_config
 from zonal_core.errors import ZonalConfigError
 from zonal_core.flow import Attempt, not_a_zone_failure
 from zonal_core.health import HealthPolicy
 from zonal_core.lifecycle import install_sigterm_handler
+from zonal_core.options import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, OPTIONS
 from zonal_core.pool import ZonedPool
 from zonal_core.psycopg_driver import bounded_ping
 from zonal_core.state import PooledConnection, Waiter
@@ -44,14 +45,6 @@ from zonal_sqlalchemy.errors import NoHealthyZone, PoolTimeout
 
 __all__ = ["ZonalAsyncPool", "ZonalPool"]
 
-# The options of DESIGN's table, as ZonalPool's own keyword arguments.
-_OPTION_NAMES = (
-    "zones", "local_zone", "pool_size", "max_total", "timeout", "connect_timeout",
-    "max_lifetime", "max_idle", "min_idle", "pre_ping", "ping_bypass", "ping_timeout",
-    "query_timeout", "pgbouncer", "session_state", "serverless", "failback_after",
-    "spillover", "target_session_attrs", "hedge_after", "topology", "version", "name",
-    "leak_threshold", "password", "allow_tls_downgrade",
-)
 
 
 class _RecordDriver:
@@ -225,7 +218,9 @@ class ZonalPool(Pool):
         self._engine_connect = cparams is not None
         if _zonal_config is None:
             values = dict(locals())
-            options = {k: values[k] for k in _OPTION_NAMES if values[k] is not None}
+            # (every option is a named parameter above: create_engine passes a pool
+            # class only what its signature names; a test keeps the two equal)
+            options = {k: values[k] for k in OPTIONS if values[k] is not None}
             _zonal_config = _build(options, recycle=recycle, max_overflow=max_overflow,
                                    use_lifo=use_lifo, cparams=cparams)
         if cparams is not None and dialect is not None:

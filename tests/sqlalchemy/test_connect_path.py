@@ -175,5 +175,5 @@ def test_plugin_with_a_pool_of_ones_own_and_on_other_databases(lab: Any) -> None
         assert engine.pool is own
     finally:
         engine.dispose()
-    with pytest.raises(ValueError, match="PostgreSQL.*sqlite"):
+    with pytest.raises(ValueError, match=r"PostgreSQL.*sqlite"):
         create_engine("sqlite://?plugin=zonal")

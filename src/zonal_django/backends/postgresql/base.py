@@ -1,7 +1,7 @@
 """Django's PostgreSQL backend, with connections from a zonal pool.
 
 ``ENGINE = "zonal_django.backends.postgresql"``; zonal's options go in
-``OPTIONS["zonal"]`` (see DESIGN's table). Everything else is Django's own backend:
+``OPTIONS["zonal"]`` (docs/configuration.md). Everything else is Django's own backend:
 a new connection is a checkout from the alias's zoned pool, ``close()`` is a
 checkin. ``CONN_MAX_AGE`` must be 0 (the pool keeps connections open),
 ``CONN_HEALTH_CHECKS`` is the pool's ``pre_ping``, and Django's own
@@ -46,6 +46,7 @@ from psycopg.pq import TransactionStatus
 from zonal_core import pgbouncer as rules
 from zonal_core.errors import ZonalError
 from zonal_core.lifecycle import install_sigterm_handler
+from zonal_core.options import ENV_VARS
 from zonal_core.pool import ZonedPool
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.state import PooledConnection
@@ -56,7 +57,6 @@ from zonal_django.errors import translate
 
 __all__ = ["DatabaseWrapper"]
 
-_ENV = ("ZONAL_TOPOLOGY", "ZONAL_TOPOLOGY_FILE", "ZONAL_LOCAL_ZONE")
 
 
 class _Checkout:
@@ -121,11 +121,14 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         self.zonal_direct = False
         """True: new connections go to a ``direct`` endpoint, never pooled."""
         self._zonal_plan_cache: tuple[str, conf.Plan] | None = None
-        options = conf.zonal_options(settings_dict)
-        if options.get("pgbouncer") in (True, "transaction", "true", "True") and (
-                "DISABLE_SERVER_SIDE_CURSORS" not in settings_dict):
-            # A server-side cursor outlives the transaction PgBouncer lends a server for.
-            settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+        if "DISABLE_SERVER_SIDE_CURSORS" not in settings_dict:
+            # A server-side cursor outlives the transaction PgBouncer lends a server
+            # for. The mode as the configuration parses it (any spelling, and from
+            # ZONAL_TOPOLOGY too); a configuration that does not parse is reported
+            # by the system checks and at connect.
+            _, config = conf.problems_for(alias, settings_dict)
+            if config is not None and config.pgbouncer == "transaction":
+                settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
 
     # -- configuration ------------------------------------------------------
 
@@ -145,7 +148,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             "params": {k: v for k, v in (conn_params or {}).items() if k != "context"},
         }
         sd = {k: v for k, v in self.settings_dict.items() if k != "TEST"}
-        cache_key = json.dumps([sd, extra, [os.environ.get(e) for e in _ENV]],
+        cache_key = json.dumps([sd, extra, [os.environ.get(e) for e in ENV_VARS]],
                                sort_keys=True, default=repr)
         cached = self._zonal_plan_cache
         if cached is not None and cached[0] == cache_key:
