@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["Clock", "FakeClock", "Jitter", "SystemClock", "boottime_available"]
 
@@ -51,6 +51,11 @@ class Clock(Protocol):
         """Suspend the calling task for ``seconds``."""
         ...
 
+    async def wait_future(self, future: asyncio.Future[Any], timeout: float) -> bool:
+        """Wait for ``future`` at most ``timeout`` seconds (never cancelling it); True if
+        it is done."""
+        ...
+
 
 class SystemClock:
     """The production clock: ``CLOCK_BOOTTIME`` where available, else monotonic."""
@@ -81,6 +86,13 @@ class SystemClock:
 
     async def asleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def wait_future(self, future: asyncio.Future[Any], timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(future), max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
 
     def __repr__(self) -> str:
         return f"SystemClock(source={self.source!r})"
@@ -127,6 +139,13 @@ class FakeClock:
     async def asleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)
+
+    async def wait_future(self, future: asyncio.Future[Any], timeout: float) -> bool:
+        await asyncio.sleep(0)  # what is ready to run, runs
+        if future.done():
+            return True
+        self.advance(max(0.0, timeout))
+        return future.done()
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now})"

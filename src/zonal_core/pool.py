@@ -170,9 +170,7 @@ class ZonedPool(PoolBase):
     def invalidate_zone(self, zone: str) -> None:
         """A disconnect in ``zone``: close its idle connections opened until now and
         retire its borrowed ones at checkin. Other zones are untouched."""
-        with self._state.lock:
-            closing = self._state.invalidate_zone(zone, self.clock.now())
-        self._close_all(closing)
+        self._close_all(self._invalidate_zone_plan(zone))
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[PooledConnection]:

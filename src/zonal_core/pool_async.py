@@ -31,12 +31,15 @@ from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
 from zonal_core.topology import Endpoint
 
-__all__ = ["AsyncZonedPool"]
+__all__ = ["AsyncZonedPool", "TaskWaiter"]
 
 log = logging.getLogger("zonal.pool")
 
 
-class _TaskWaiter(Waiter):
+class TaskWaiter(Waiter):
+    """A checkout waiting on an asyncio loop: the one waiting helper of the asyncio
+    pool and of SQLAlchemy's asyncio engines (which run the pool in a greenlet)."""
+
     __slots__ = ("future", "loop")
 
     def __init__(self) -> None:
@@ -47,6 +50,18 @@ class _TaskWaiter(Waiter):
     def notify(self) -> None:
         # Called under the pool's (thread) lock, possibly from another thread.
         self.loop.call_soon_threadsafe(_wake, self.future)
+
+    async def wait(self, clock: Clock, timeout: float) -> bool:
+        """Wait to be notified, at most ``timeout`` seconds of ``clock``; True if
+        notified. Re-armed for the next wait of the same checkout either way."""
+        try:
+            return await clock.wait_future(self.future, timeout)
+        finally:
+            if self.future.done():
+                self.future = self.loop.create_future()
+
+
+_TaskWaiter = TaskWaiter  # (the name SQLAlchemy's adapter used before)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -71,7 +86,7 @@ class AsyncZonedPool(PoolBase):
             return rec
         t = check_timeout(timeout, self.config.timeout)
         closing: list[PooledConnection] = []
-        waiter = _TaskWaiter()
+        waiter = TaskWaiter()
         gen = checkout_flow(self._state, self.clock, waiter, t, closing,
                             backoff=self.backoff, secrets=self._secrets,
                             concurrent=self._concurrent)
@@ -99,16 +114,8 @@ class AsyncZonedPool(PoolBase):
 
     async def _perform(self, action: Action) -> Any:
         if isinstance(action, Wait):
-            w = action.waiter
-            assert isinstance(w, _TaskWaiter)
-            try:
-                await asyncio.wait_for(asyncio.shield(w.future), action.timeout)
-            except TimeoutError:
-                return False
-            finally:
-                if w.future.done():  # re-arm for the next wait of this checkout
-                    w.future = w.loop.create_future()
-            return True
+            assert isinstance(action.waiter, TaskWaiter)
+            return await action.waiter.wait(self.clock, action.timeout)
         if isinstance(action, Connect):
             return await asyncio.wait_for(
                 self.driver.connect(action.endpoint, action.timeout), action.timeout or None)
@@ -158,6 +165,11 @@ class AsyncZonedPool(PoolBase):
         """Count a failure (a query timeout) against an endpoint (or ``rec``'s)."""
         await self._close_all(self._endpoint_failed_plan(target))
 
+    async def invalidate_zone(self, zone: str) -> None:
+        """A disconnect in ``zone``: close its idle connections opened until now and
+        retire its borrowed ones at checkin. Other zones are untouched."""
+        await self._close_all(self._invalidate_zone_plan(zone))
+
     @asynccontextmanager
     async def connection(self, timeout: float | None = None
                          ) -> AsyncIterator[PooledConnection]:
@@ -193,6 +205,12 @@ class AsyncZonedPool(PoolBase):
     async def close(self) -> None:
         """Close idle connections now, the borrowed ones at checkin."""
         await self._close_all(self._close_plan())
+
+    def _close_idle_sync(self) -> None:
+        # At interpreter exit (or SIGTERM) nothing can be awaited on the application's
+        # loop any more: close on a loop of our own (drivers close without waiting
+        # on the server).
+        asyncio.run(self.close())
 
     async def __aenter__(self) -> AsyncZonedPool:
         return self

@@ -131,6 +131,10 @@ class PoolBase:
                 return []
             return state.release(rec, self.clock.now(), discard)
 
+    def _invalidate_zone_plan(self, zone: str) -> list[PooledConnection]:
+        with self._state.lock:
+            return self._state.invalidate_zone(zone, self.clock.now())
+
     def _trim_plan(self, min_idle: int | None) -> list[PooledConnection]:
         with self._state.lock:
             return self._state.trim(self.clock.now(), min_idle)

@@ -36,6 +36,7 @@ from zonal_core.health import HealthPolicy
 from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.options import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, OPTIONS
 from zonal_core.pool import ZonedPool
+from zonal_core.pool_async import TaskWaiter
 from zonal_core.psycopg_driver import bounded_ping
 from zonal_core.state import PooledConnection, Waiter
 from zonal_core.stats import PoolStats
@@ -102,23 +103,12 @@ class _GreenletZonedPool(ZonedPool):
     greenlet on the event loop, so waiting awaits instead of blocking the thread."""
 
     def _new_waiter(self) -> Waiter:
-        from zonal_core.pool_async import _TaskWaiter
-
-        return _TaskWaiter()
+        return TaskWaiter()
 
     def _wait(self, waiter: Waiter, timeout: float) -> bool:
-        from zonal_core.pool_async import _TaskWaiter
-
-        assert isinstance(waiter, _TaskWaiter)
-        fut = waiter.future
-        try:
-            await_only(asyncio.wait_for(asyncio.shield(fut), timeout))
-        except TimeoutError:
-            return False
-        finally:
-            if fut.done():
-                waiter.future = waiter.loop.create_future()
-        return True
+        assert isinstance(waiter, TaskWaiter)
+        woken: bool = await_only(waiter.wait(self.clock, timeout))
+        return woken
 
     def _sleep(self, seconds: float) -> None:
         await_only(asyncio.sleep(seconds))
