@@ -15,7 +15,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.util import await_only
@@ -26,22 +26,26 @@ from zonal_core.drivers import connect_kwargs
 from zonal_core.errors import ZonalConfigError
 from zonal_core.topology import Endpoint
 
-if TYPE_CHECKING:
-    from zonal_sqlalchemy.pool import ZonalPool
-
 __all__ = ["Target", "current_target", "engine_connect_args", "install", "targeting",
            "verify_session_attrs_asyncpg"]
 
 
 class Target:
-    """Which pool opens which endpoint, within how long."""
+    """What opening one connection needs, handed over by the pool: which dialect's
+    connections are zonal's, the configuration, the endpoint and the time left, and
+    whom to tell when a statement on it times out. (No pool internals: this module
+    knows the pool only through this object.)"""
 
-    __slots__ = ("endpoint", "finish", "opened", "pool", "timeout")
+    __slots__ = ("config", "dialect", "endpoint", "finish", "on_query_timeout", "opened",
+                 "timeout")
 
-    def __init__(self, pool: ZonalPool, endpoint: Endpoint, timeout: float) -> None:
-        self.pool = pool
+    def __init__(self, dialect: Any, config: ZonalConfig, endpoint: Endpoint, timeout: float,
+                 on_query_timeout: Callable[[Endpoint], None]) -> None:
+        self.dialect = dialect
+        self.config = config
         self.endpoint = endpoint
         self.timeout = timeout
+        self.on_query_timeout = on_query_timeout
         #: the driver returned a connection (set by the pool's creator wrapper)
         self.opened = False
         #: what the pool's creator wrapper does with a connection SQLAlchemy opened
@@ -155,12 +159,12 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
     cparams.pop("plugin", None)
     for key in [k for k in cparams if isinstance(k, str) and k.startswith("zonal_")]:
         del cparams[key]
-    if target is None or target.pool._dialect is not dialect:
+    if target is None or target.dialect is not dialect:
         return None  # not a connection zonal is opening
     from zonal_core.drivers import reaper_server_settings
     from zonal_core.psycopg_driver import reaper_seconds, server_params
 
-    config = target.pool.config
+    config = target.config
     ep, timeout = target.endpoint, target.timeout
     driver = driver_of(dialect)
     for key in ("host", "hostaddr", "port", "connect_timeout"):
@@ -174,7 +178,7 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
     cparams.update(server_params(config, ep, cparams))
     if driver != "other":
         cparams.update(connect_kwargs(driver, pgbouncer=config.pgbouncer, user_kwargs=cparams))
-    pool = target.pool
+    on_query_timeout = target.on_query_timeout
     if driver == "psycopg":
         from zonal_core import psycopg_driver as pd
 
@@ -182,7 +186,7 @@ def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
             bounds = getattr(conn, "zonal", None)
             if bounds is not None:
                 bounds.query_timeout = config.query_timeout
-                bounds.on_timeout = lambda: pool.core.record_failure(ep)
+                bounds.on_timeout = lambda: on_query_timeout(ep)
             return conn
 
         if dialect.is_async:

@@ -59,7 +59,9 @@ class _RecordDriver:
         self.pool = pool
 
     def connect(self, endpoint: Endpoint, timeout: float) -> _ConnectionRecord:
-        target = zconnect.Target(self.pool, endpoint, timeout)
+        pool = self.pool
+        target = zconnect.Target(pool._dialect, pool.config, endpoint, timeout,
+                                 pool.core.record_failure)
         with zconnect.targeting(target):
             try:
                 return _ConnectionRecord(self.pool)
