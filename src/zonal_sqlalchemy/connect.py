@@ -26,11 +26,17 @@ from zonal_core.drivers import connect_kwargs
 from zonal_core.errors import ZonalConfigError
 from zonal_core.topology import Endpoint
 
-__all__ = ["Target", "current_target", "engine_connect_args", "install", "targeting",
-           "verify_session_attrs_asyncpg"]
+__all__ = [
+    "ConnectSpec",
+    "connecting",
+    "current_spec",
+    "engine_connect_args",
+    "install",
+    "verify_session_attrs_asyncpg",
+]
 
 
-class Target:
+class ConnectSpec:
     """What opening one connection needs, handed over by the pool: which dialect's
     connections are zonal's, the configuration, the endpoint and the time left, and
     whom to tell when a statement on it times out. (No pool internals: this module
@@ -56,23 +62,21 @@ class Target:
 _local = threading.local()
 
 
-def current_target() -> Target | None:
+def current_spec() -> ConnectSpec | None:
     """The endpoint this thread is opening a connection to, if any."""
-    t: Target | None = getattr(_local, "target", None)
+    t: ConnectSpec | None = getattr(_local, "target", None)
     return t
 
 
-class targeting:  # noqa: N801 - used as a context manager, like a function
+class connecting:  # noqa: N801 - used as a context manager, like a function
     """Name the endpoint for the connection record created inside the block."""
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.previous: Target | None = None
+    def __init__(self, spec: ConnectSpec) -> None:
+        self.spec = spec
 
-    def __enter__(self) -> Target:
-        self.previous = current_target()
-        _local.target = self.target
-        return self.target
+    def __enter__(self) -> ConnectSpec:
+        _local.target = self.spec
+        return self.spec
 
     def __exit__(self, *exc: object) -> None:
         # Not ``previous``: hedged connects of an asyncio engine interleave in
@@ -154,7 +158,7 @@ def driver_of(dialect: Any) -> Driver:
 
 def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any],
                 cparams: dict[str, Any]) -> Any:
-    target = current_target()
+    target = current_spec()
     # (what ?plugin=zonal keeps in engine.url is not a connection parameter)
     cparams.pop("plugin", None)
     for key in [k for k in cparams if isinstance(k, str) and k.startswith("zonal_")]:

@@ -60,9 +60,9 @@ class _RecordDriver:
 
     def connect(self, endpoint: Endpoint, timeout: float) -> _ConnectionRecord:
         pool = self.pool
-        target = zconnect.Target(pool._dialect, pool.config, endpoint, timeout,
+        target = zconnect.ConnectSpec(pool._dialect, pool.config, endpoint, timeout,
                                  pool.core.record_failure)
-        with zconnect.targeting(target):
+        with zconnect.connecting(target):
             try:
                 return _ConnectionRecord(self.pool)
             except Exception as exc:
@@ -240,7 +240,7 @@ class ZonalPool(Pool):
         takes_endpoint = wrapped is creator and zconnect.engine_connect_args(creator) is None
 
         def invoke(rec: Any) -> Any:
-            target = zconnect.current_target()
+            target = zconnect.current_spec()
             if takes_endpoint:
                 if target is None:
                     raise core_errors.ZonalError("a zonal creator needs an endpoint")
