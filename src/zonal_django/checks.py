@@ -12,6 +12,9 @@ zonal.E008 ``DISABLE_SERVER_SIDE_CURSORS = False`` in PgBouncer transaction mode
 zonal.E009 ``assume_role`` in PgBouncer transaction mode
 zonal.E010 ``prepare_threshold`` not None in PgBouncer transaction mode
 zonal.E011 ``OPTIONS["options"]`` (a startup parameter PgBouncer refuses)
+zonal.E012 an ``OPTIONS`` key that looks like a misspelled ``"zonal"``
+zonal.E013 a zonal option in ``OPTIONS`` instead of ``OPTIONS["zonal"]``
+zonal.E014 an ``OPTIONS`` key that is no libpq connection parameter (did you mean...)
 zonal.W001 PgBouncer and no ``direct`` endpoint: migrations go through PgBouncer
 zonal.W002 zonal databases but no ``ZonalRequestMiddleware``
 ========== ==============================================================

@@ -16,6 +16,8 @@ from typing import Any
 
 from zonal_core.config import ZonalConfig, build_config, parse_option
 from zonal_core.errors import ZonalConfigError
+from zonal_core.options import OPTIONS
+from zonal_core.topology import did_you_mean
 
 __all__ = [
     "ENGINE",
@@ -96,6 +98,46 @@ def _is_false(value: object) -> bool:
         return False  # not a flag at all: build_config reports it
 
 
+# OPTIONS keys Django's PostgreSQL backend itself reads, and psycopg's connection
+# options; everything else in OPTIONS goes to libpq as a connection parameter.
+_DJANGO_KEYS = frozenset({"zonal", "isolation_level", "assume_role", "server_side_binding",
+                          "pool", "prepare_threshold", "cursor_factory", "context",
+                          "autocommit", "row_factory"})
+
+
+def _libpq_keywords() -> frozenset[str]:
+    import psycopg
+
+    return frozenset(d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults())
+
+
+def _unknown_option_problems(alias: str, options: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Keys of OPTIONS that nobody reads: a misspelled "zonal", a zonal option outside
+    OPTIONS["zonal"], a connection parameter libpq does not know. Found by ``manage.py
+    check``, not by the first query."""
+    libpq = _libpq_keywords()
+    out: list[ConfigProblem] = []
+    for key in options:
+        if not isinstance(key, str) or key in _DJANGO_KEYS or key in libpq:
+            continue
+        where = _where(alias, "OPTIONS", key)
+        if did_you_mean(key, ["zonal"]) == "zonal":
+            out.append(ConfigProblem("zonal.E012", f"{where} is not read by anyone",
+                                     f"did you mean OPTIONS['zonal']? rename {key!r}"))
+        elif key in OPTIONS or did_you_mean(key, OPTIONS) in OPTIONS - libpq:
+            meant = key if key in OPTIONS else did_you_mean(key, OPTIONS)
+            out.append(ConfigProblem(
+                "zonal.E013", f"{where} looks like a zonal option, outside OPTIONS['zonal']",
+                f"move it into OPTIONS['zonal'] as {meant!r}"))
+        else:
+            guess = did_you_mean(key, libpq | _DJANGO_KEYS)
+            out.append(ConfigProblem(
+                "zonal.E014", f"{where} is not a connection parameter libpq knows",
+                f"did you mean {guess!r}?" if guess else
+                "remove it (see libpq's connection parameters)"))
+    return out
+
+
 def problems_for(alias: str, settings_dict: Mapping[str, Any],
                  environ: Mapping[str, str] | None = None) -> tuple[list[ConfigProblem],
                                                                    ZonalConfig | None]:
@@ -111,6 +153,7 @@ def problems_for(alias: str, settings_dict: Mapping[str, Any],
                               "dict of zonal options",
                               "OPTIONS['zonal'] = {'zones': {'a': 'host:6432'}}")], None
     zonal = dict(raw_zonal or {})
+    out.extend(_unknown_option_problems(alias, options))
     if options.get("pool"):
         out.append(ConfigProblem(
             "zonal.E002",
