@@ -1,7 +1,7 @@
 """Serverless lifecycle scenarios (issue 6): real processes against real zones.
 
-The scenario code lives in ``benchmarks/serverless.py`` so ``zonal bench`` prints the
-same figures these tests assert on. Each test records its figures with the
+The scenario code lives in ``zonal_lab.bench.serverless`` so ``zonal bench`` prints
+the same figures these tests assert on. Each test records its figures with the
 ``figures`` fixture; they are printed at the end of the run.
 """
 

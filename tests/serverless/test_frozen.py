@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from benchmarks.serverless import frozen_instances
+
+from zonal_lab.bench.serverless import frozen_instances
 
 K = 12
 BURST = 5

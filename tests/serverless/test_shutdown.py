@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from benchmarks.serverless import shutdown
+
+from zonal_lab.bench.serverless import shutdown
 
 
 def test_interpreter_exit_closes_idle_connections(roomy_lab: Any, figures: Any) -> None:

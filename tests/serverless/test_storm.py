@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.serverless import deploy_storm
+from zonal_lab.bench.serverless import deploy_storm
 
 N = 60
 

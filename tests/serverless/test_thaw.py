@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from benchmarks.serverless import thaw
+
+from zonal_lab.bench.serverless import thaw
 
 
 @pytest.mark.parametrize("fault", ["terminate", "restart"])

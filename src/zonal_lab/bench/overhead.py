@@ -4,7 +4,7 @@ Both pools get a connection that costs nothing, so what is measured is the pool'
 own bookkeeping. Figures are medians of several rounds, in microseconds per
 checkout+checkin, and the ratio to QueuePool measured in the same run.
 
-    python -m benchmarks.overhead [--threads 1 4] [--ops 200000]
+    python -m zonal_lab.bench.overhead [--threads 1 4] [--ops 200000]
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from zonal_core.pool import ZonedPool
 from zonal_core.testing import FakeDriver
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
 
 
 class _FakeDBAPIConnection:
@@ -35,7 +38,10 @@ class _FakeDBAPIConnection:
 def _queuepool_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
     from sqlalchemy.pool import QueuePool
 
-    pool = QueuePool(_FakeDBAPIConnection, pool_size=pool_size, max_overflow=0, timeout=30)
+    def creator() -> DBAPIConnection:
+        return cast("DBAPIConnection", _FakeDBAPIConnection())
+
+    pool = QueuePool(creator, pool_size=pool_size, max_overflow=0, timeout=30)
 
     def cycle() -> None:
         pool.connect().close()

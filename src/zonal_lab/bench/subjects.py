@@ -15,25 +15,27 @@ Without zonal, failover across zones means a libpq multi-host string
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["KINDS", "Subject", "Target", "make_subject"]
-
-KINDS = ("zonal", "queuepool", "nullpool", "psycopg_pool", "django_pool")
-"""Every subject ``zonal bench --against`` knows, zonal first."""
-
-LABELS = {
-    "zonal": "zonal (ZonalPool)",
-    "queuepool": "SQLAlchemy QueuePool",
-    "nullpool": "NullPool + PgBouncer",
-    "psycopg_pool": "psycopg_pool",
-    "django_pool": "Django native pool",
-}
+__all__ = [
+    "DEFAULT_AGAINST",
+    "NAMES",
+    "SUBJECTS",
+    "Need",
+    "Subject",
+    "SubjectKind",
+    "Target",
+    "label",
+    "make_subject",
+    "missing",
+]
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,57 @@ class Subject:
             t.join(timeout)
 
 
+Builder = Callable[[Target, int, bool, dict[str, Any]], Subject]
+"""``(target, size, ping, failover) -> Subject``: one configured pool."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """A library a subject imports: ``module`` (import name), from distribution
+    ``dist`` at version ``min_version`` or later, installed with ``install``."""
+
+    module: str
+    dist: str
+    install: str
+    min_version: tuple[int, ...] = ()
+
+    def problem(self) -> str | None:
+        """None when usable here, else what is wrong and the command that fixes it."""
+        if importlib.util.find_spec(self.module) is None:
+            return f"{self.dist} is not installed (pip install {self.install})"
+        if self.min_version:
+            try:
+                have = metadata.version(self.dist)
+            except metadata.PackageNotFoundError:
+                return None  # importable without metadata (a source tree): trust it
+            if _version_tuple(have) < self.min_version:
+                wanted = ".".join(map(str, self.min_version))
+                return f"{self.dist} {have} is installed, {wanted} or later is needed " \
+                       f"(pip install {self.install})"
+        return None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class SubjectKind:
+    """One entry of :data:`SUBJECTS`: a pool ``zonal bench --against`` knows."""
+
+    name: str
+    label: str
+    build: Builder
+    needs: tuple[Need, ...]
+    help: str
+
+
 # -- builders -----------------------------------------------------------------
 
 
@@ -144,7 +197,7 @@ def _zonal(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subjec
         opts["pgbouncer"] = "transaction"
     opts.update(failover)
     engine = create_engine(t.sqlalchemy_url(with_hosts=False), poolclass=ZonalPool, **opts)
-    return _engine_subject("zonal", LABELS["zonal"], engine,
+    return _engine_subject("zonal", label("zonal"), engine,
                            {k: v for k, v in opts.items() if k != "zones"})
 
 
@@ -166,8 +219,8 @@ def _queuepool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Su
     connect_args = {"prepare_threshold": None} if t.pgbouncer else {}
     engine = create_engine(t.sqlalchemy_url(**params), pool_size=size, max_overflow=0,
                            pool_pre_ping=ping, pool_timeout=10, connect_args=connect_args)
-    label = LABELS["queuepool"] + (" + pre-ping" if ping else "")
-    return _engine_subject("queuepool", label, engine,
+    name = label("queuepool") + (" + pre-ping" if ping else "")
+    return _engine_subject("queuepool", name, engine,
                            {"pool_size": size, "max_overflow": 0, "pool_pre_ping": ping,
                             **params, **connect_args})
 
@@ -180,7 +233,7 @@ def _nullpool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Sub
     connect_args = {"prepare_threshold": None} if t.pgbouncer else {}
     engine = create_engine(t.sqlalchemy_url(**params), poolclass=NullPool,
                            connect_args=connect_args)
-    return _engine_subject("nullpool", LABELS["nullpool"], engine,
+    return _engine_subject("nullpool", label("nullpool"), engine,
                            {"poolclass": "NullPool", **params, **connect_args})
 
 
@@ -201,8 +254,8 @@ def _psycopg_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) ->
                 return row[0] if row else None
             yield run
 
-    label = LABELS["psycopg_pool"] + (" + check" if ping else "")
-    return Subject("psycopg_pool", label, checkout, pool.close,
+    name = label("psycopg_pool") + (" + check" if ping else "")
+    return Subject("psycopg_pool", name, checkout, pool.close,
                    {"min_size": min(4, size), "max_size": size, "check": ping, **params,
                     **kwargs})
 
@@ -266,19 +319,48 @@ def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> 
             with contextlib.suppress(Exception):
                 wrappers[0].close_pool()
 
-    label = LABELS["django_pool"] + (" + check" if ping else "")
-    return Subject("django_pool", label, checkout, close,
+    name = label("django_pool") + (" + check" if ping else "")
+    return Subject("django_pool", name, checkout, close,
                    {"OPTIONS.pool": pool_opts, "CONN_HEALTH_CHECKS": ping,
                     **{k: v for k, v in options.items() if k != "pool"}})
 
 
-_BUILDERS: dict[str, Callable[[Target, int, bool, dict[str, Any]], Subject]] = {
-    "zonal": _zonal,
-    "queuepool": _queuepool,
-    "nullpool": _nullpool,
-    "psycopg_pool": _psycopg_pool,
-    "django_pool": _django_pool,
-}
+_SQLALCHEMY = (Need("sqlalchemy", "SQLAlchemy", "'zonal[sqlalchemy]'"),
+               Need("psycopg", "psycopg", "'zonal[sqlalchemy]'"))
+_PSYCOPG_POOL = Need("psycopg_pool", "psycopg-pool", "'zonal[bench]'")
+
+SUBJECTS: dict[str, SubjectKind] = {k.name: k for k in (
+    SubjectKind("zonal", "zonal (ZonalPool)", _zonal, _SQLALCHEMY,
+                "zonal_sqlalchemy.ZonalPool: zones, local_zone, pre-ping with ping_bypass"),
+    SubjectKind("queuepool", "SQLAlchemy QueuePool", _queuepool, _SQLALCHEMY,
+                "SQLAlchemy's default pool on a libpq multi-host URL"),
+    SubjectKind("nullpool", "NullPool + PgBouncer", _nullpool, _SQLALCHEMY,
+                "SQLAlchemy's NullPool, a connection per checkout, through PgBouncer"),
+    SubjectKind("psycopg_pool", "psycopg_pool", _psycopg_pool, (_PSYCOPG_POOL,),
+                "psycopg_pool.ConnectionPool on a libpq multi-host string"),
+    SubjectKind("django_pool", "Django native pool", _django_pool,
+                (Need("django", "Django", "'django>=5.1'", (5, 1)), _PSYCOPG_POOL),
+                "Django 5.1+'s OPTIONS['pool'] (psycopg_pool inside), one wrapper per thread"),
+)}
+"""Every subject ``zonal bench --against`` knows, zonal first: the one list of names."""
+
+NAMES = tuple(SUBJECTS)
+DEFAULT_AGAINST = tuple(n for n in NAMES if n != "zonal")
+"""What zonal is compared with when ``--against`` is not given: every other subject."""
+
+
+def label(kind: str) -> str:
+    """The name a table shows for ``kind``."""
+    return SUBJECTS[kind].label
+
+
+def missing(kind: str) -> str | None:
+    """Why ``kind`` cannot run here (a library it needs is not installed), or None."""
+    for need in SUBJECTS[kind].needs:
+        problem = need.problem()
+        if problem is not None:
+            return problem
+    return None
 
 
 def make_subject(kind: str, target: Target, *, size: int = 8, ping: bool = False,
@@ -290,9 +372,9 @@ def make_subject(kind: str, target: Target, *, size: int = 8, ping: bool = False
     ``connect_timeout`` and ``load_balance_hosts`` for their multi-host string.
     """
     try:
-        build = _BUILDERS[kind]
+        build = SUBJECTS[kind].build
     except KeyError:
-        raise ValueError(f"unknown subject {kind!r}; known: {', '.join(KINDS)}") from None
+        raise ValueError(f"unknown subject {kind!r}; known: {', '.join(NAMES)}") from None
     fo = dict(failover or {})
     if kind != "zonal":
         fo = {k: v for k, v in fo.items() if k in ("connect_timeout", "load_balance_hosts")}

@@ -14,20 +14,25 @@ request count and a time.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
+import dataclasses
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from benchmarks.subjects import KINDS, LABELS, Subject, Target, make_subject
-from benchmarks.workload import Run, median, percentile, run_workload
+from zonal_lab.bench.children import child_env
+from zonal_lab.bench.subjects import Need, Subject, Target, make_subject
+from zonal_lab.bench.subjects import label as label_of
+from zonal_lab.bench.workload import Run, median, percentile, run_workload
 
-__all__ = ["SCENARIOS", "Context"]
+if TYPE_CHECKING:
+    from zonal_lab import Lab
+
+__all__ = ["NAMES", "SCENARIOS", "Context", "Scenario", "skip_row"]
+
+T = TypeVar("T")
 
 Result = dict[str, Any]
 
@@ -36,31 +41,40 @@ Result = dict[str, Any]
 class Context:
     """What every scenario gets: the lab, the subjects, the mode, a progress line."""
 
-    lab: Any
+    lab: Lab | None  # None when no scenario of the run needs one
     subjects: list[str]
     quick: bool = False
     progress: Callable[[str], None] = lambda line: None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def pick(self, quick: Any, full: Any) -> Any:
+    def pick(self, quick: T, full: T) -> T:
         return quick if self.quick else full
+
+    @property
+    def running_lab(self) -> Lab:
+        """The lab, for a scenario that needs it (``Scenario.needs_lab``)."""
+        if self.lab is None:
+            raise RuntimeError("this scenario needs the lab, and none was started")
+        return self.lab
 
     def target(self, zones: Sequence[str] = ("a",), *, pgbouncer: bool = False,
                proxy: bool = False) -> Target:
-        eps = self.lab.zones(pgbouncer=pgbouncer, proxy=proxy)
-        return Target(self.lab.user, self.lab.password, self.lab.database,
+        lab = self.running_lab
+        eps = lab.zones(pgbouncer=pgbouncer, proxy=proxy)
+        return Target(lab.user, lab.password, lab.database,
                       {z: eps[z] for z in zones}, pgbouncer)
 
     def zone_of_port(self) -> dict[int, str]:
-        return {z.postgres.port: z.name for z in self.lab}
+        return {z.postgres.port: z.name for z in self.running_lab}
 
     @property
     def has_pgbouncer(self) -> bool:
         return bool(self.lab is not None and self.lab.pgbouncer)
 
 
-def _skip(kind: str, why: str, **extra: Any) -> dict[str, Any]:
-    return {"subject": kind, "label": LABELS[kind], "skipped": why, **extra}
+def skip_row(kind: str, why: str, **extra: Any) -> dict[str, Any]:
+    """The row of a subject that was not measured, and why."""
+    return {"subject": kind, "label": label_of(kind), "skipped": why, **extra}
 
 
 def _r(value: float | None, nd: int = 2) -> float | None:
@@ -99,7 +113,7 @@ _ROUND_TRIPS = (
 
 
 def overhead(ctx: Context) -> Result:
-    from benchmarks import overhead as ov
+    from zonal_lab.bench import overhead as ov
 
     ops = ctx.pick(30_000, 200_000)
     rounds = ctx.pick(3, 7)
@@ -111,12 +125,12 @@ def overhead(ctx: Context) -> Result:
         ctx.progress(f"overhead: {threads} thread(s), {rounds} rounds of {ops} ops")
         res = ov.measure(threads, ops, rounds)
         ratio = res["zonal"] / res["queuepool"]
-        rows.append({"subject": "zonal", "label": LABELS["zonal"], "threads": threads,
+        rows.append({"subject": "zonal", "label": label_of("zonal"), "threads": threads,
                      "us": _r(res["zonal"]), "ratio": _r(ratio), "target": "<= 1.0x",
                      "verdict": ("met" if ratio <= 1.0 else "MISSED") + "; "
                      + _verdict(ratio, higher_is_better=False, peer="QueuePool")})
         if "queuepool" in ctx.subjects:
-            rows.append({"subject": "queuepool", "label": LABELS["queuepool"],
+            rows.append({"subject": "queuepool", "label": label_of("queuepool"),
                          "threads": threads, "us": _r(res["queuepool"]), "ratio": 1.0})
         headline.append(f"Overhead, {threads} thread{'s' if threads > 1 else ''}: zonal "
                         f"{ratio:.2f}x QueuePool's time per checkout+checkin "
@@ -127,20 +141,20 @@ def overhead(ctx: Context) -> Result:
         bars["queuepool"].append(res["queuepool"])
     for kind in ctx.subjects:
         if kind not in ("zonal", "queuepool"):
-            rows.append(_skip(kind, "needs a real connection: the fake-driver measure takes "
+            rows.append(skip_row(kind, "needs a real connection: the fake-driver measure takes "
                                     "pools built on a creator (zonal core, QueuePool)"))
     return {
         "title": "1. Overhead: checkout + checkin, fake driver",
         "what": f"µs per checkout+checkin (median of {rounds} interleaved rounds of {ops} "
                 "ops), zonal's core vs SQLAlchemy's QueuePool, both on a connection that "
-                "costs nothing (benchmarks/overhead.py).",
+                "costs nothing (python -m zonal_lab.bench.overhead).",
         "columns": [["threads", "threads"], ["label", "subject"], ["us", "µs/op"],
                     ["ratio", "vs QueuePool"],
                     ["target", "target"], ["verdict", "verdict"]],
         "rows": rows, "headline": headline, "notes": [],
         "plot": {"kind": "bars", "ylabel": "µs per checkout+checkin (lower is better)",
                  "groups": groups,
-                 "series": {LABELS[k]: v for k, v in bars.items()}},
+                 "series": {label_of(k): v for k, v in bars.items()}},
     }
 
 
@@ -166,11 +180,10 @@ def preping(ctx: Context) -> Result:
     series: dict[str, list[float]] = {"pre-ping off": [], "pre-ping on": []}
     for kind in ctx.subjects:
         if kind == "nullpool":
-            rows.append(_skip(kind, "opens a new connection per checkout: nothing to ping"))
+            rows.append(skip_row(kind, "opens a new connection per checkout: nothing to ping"))
             continue
         tput: dict[bool, list[float]] = {False: [], True: []}
         pings = [0, 0]  # pings, checkouts (with pre-ping on), where the pool counts them
-        label = ""
         for rnd in range(rounds):
             # alternate which goes first: whatever drifts (load, caches) hits both
             for ping in ((False, True) if rnd % 2 == 0 else (True, False)):
@@ -179,14 +192,13 @@ def preping(ctx: Context) -> Result:
                                  f"{threads} threads, {seconds:g} s")
                     run = _throughput(s, threads, seconds)
                     tput[ping].append(run.throughput())
-                    label = label or LABELS[kind]
                     if ping and hasattr(s.pool, "stats"):  # zonal counts its pings
                         zs = s.pool.stats().zones.values()
                         pings[0] += sum(z.pings for z in zs)
                         pings[1] += sum(z.checkouts for z in zs)
         off, on = median(tput[False]) or 0.0, median(tput[True]) or 0.0
         kept = on / off if off else None
-        row = {"subject": kind, "label": label, "off": _r(off, 0), "on": _r(on, 0),
+        row = {"subject": kind, "label": label_of(kind), "off": _r(off, 0), "on": _r(on, 0),
                "kept": _r(None if kept is None else kept * 100, 1),
                "pings": f"{pings[0]:,} of {pings[1]:,}" if pings[1] else "every one"}
         if kind == "zonal":
@@ -195,7 +207,7 @@ def preping(ctx: Context) -> Result:
             if row["verdict"] == "MISSED" and pings[1] and not pings[0]:
                 row["verdict"] += " as measured, with 0 pings: the gap is noise"
         rows.append(row)
-        groups.append(LABELS[kind])
+        groups.append(label_of(kind))
         series["pre-ping off"].append(off)
         series["pre-ping on"].append(on)
     by = {r["subject"]: r for r in rows if "skipped" not in r}
@@ -241,7 +253,7 @@ def throughput(ctx: Context) -> Result:
     if not ctx.has_pgbouncer:
         notes.append("PgBouncer is not installed here: only direct connections measured.")
     plot_groups: list[str] = []
-    plot_series: dict[str, list[float]] = {LABELS[k]: [] for k in ctx.subjects}
+    plot_series: dict[str, list[float]] = {label_of(k): [] for k in ctx.subjects}
     for pgb in paths:
         path = "PgBouncer" if pgb else "direct"
         target = ctx.target(("a",), pgbouncer=pgb)
@@ -253,7 +265,7 @@ def throughput(ctx: Context) -> Result:
             for rnd in range(rounds):  # rounds interleave subjects: noise hits all alike
                 for kind in ctx.subjects:
                     if kind == "nullpool" and not pgb:
-                        cell[kind] = _skip(kind, "NullPool is measured behind PgBouncer only",
+                        cell[kind] = skip_row(kind, "NullPool is measured behind PgBouncer only",
                                            path=path, threads=threads)
                         continue
                     with _subject(kind, target, size=size) as s:
@@ -265,7 +277,7 @@ def throughput(ctx: Context) -> Result:
                     errs[kind] = errs.get(kind, 0) + len(run.errors())
             for kind, values in tputs.items():
                 lat = lats[kind]
-                cell[kind] = {"subject": kind, "label": LABELS[kind], "path": path,
+                cell[kind] = {"subject": kind, "label": label_of(kind), "path": path,
                               "threads": threads, "rps": _r(median(values), 0),
                               "mean": _r(sum(lat) / len(lat) if lat else None, 3),
                               "p50": _r(percentile(lat, 50), 3),
@@ -282,11 +294,11 @@ def throughput(ctx: Context) -> Result:
                 best = max(others, key=lambda k: others[k]["rps"])
                 ratio = z["rps"] / others[best]["rps"]
                 z["verdict"] = _verdict(ratio, higher_is_better=True,
-                                        peer=f"best other ({LABELS[best]}, {ratio:.2f}x)")
+                                        peer=f"best other ({label_of(best)}, {ratio:.2f}x)")
             rows.extend(cell.values())
             plot_groups.append(f"{path}\n{threads} thr")
             for kind in ctx.subjects:
-                plot_series[LABELS[kind]].append(float(cell[kind].get("rps") or 0.0))
+                plot_series[label_of(kind)].append(float(cell[kind].get("rps") or 0.0))
     headline = []
     for pgb in paths:
         path = "PgBouncer" if pgb else "direct"
@@ -378,7 +390,7 @@ def failover(ctx: Context) -> Result:
     for fault in faults:
         for kind, ping, pgb, extra in _failover_subjects(ctx):
             target = ctx.target(("a", "b"), pgbouncer=pgb)
-            zone = ctx.lab["a"]
+            zone = ctx.running_lab["a"]
             do_fault = zone.kill if fault == "kill" else zone.pause
             repair = zone.start if fault == "kill" else zone.resume
             with _subject(kind, target, size=threads, ping=ping,
@@ -403,7 +415,7 @@ def failover(ctx: Context) -> Result:
                 released = run.join(15.0)
                 settings = dict(s.settings)
                 label = s.label + (", ping_bypass=0" if extra.get("ping_bypass") == 0 else "")
-            ctx.lab.reset_faults()
+            ctx.running_lab.reset_faults()
             row = _failover_row(run, kind, label, fault, zone_of, released)
             row["settings"] = settings
             rows.append(row)
@@ -416,12 +428,12 @@ def failover(ctx: Context) -> Result:
         if kind in measured:
             continue
         if ctx.quick:
-            rows.append(_skip(kind, "--quick compares zonal with QueuePool + pre-ping only"))
+            rows.append(skip_row(kind, "--quick compares zonal with QueuePool + pre-ping only"))
         elif kind == "nullpool" and not ctx.has_pgbouncer:
-            rows.append(_skip(kind, "PgBouncer is not installed here"))
+            rows.append(skip_row(kind, "PgBouncer is not installed here"))
     headline = []
     for fault in faults:
-        z = next((r for r in rows if r.get("fault") == fault and r["label"] == LABELS["zonal"]),
+        z = next((r for r in rows if r.get("fault") == fault and r["label"] == label_of("zonal")),
                  None)
         qp = next((r for r in rows if r.get("fault") == fault and r["subject"] == "queuepool"
                    and "pre-ping" in r["label"]), None)
@@ -548,7 +560,7 @@ def affinity(ctx: Context) -> Result:
     rounds = ctx.pick(2, 4)
     threads, size, latency_ms = 4, 4, 20
     zone_of = ctx.zone_of_port()
-    ctx.lab["b"].proxy.latency(ms=latency_ms)
+    ctx.running_lab["b"].proxy.latency(ms=latency_ms)
     rows: list[dict[str, Any]] = []
     try:
         target = ctx.target(("a", "b"), proxy=True)
@@ -575,28 +587,28 @@ def affinity(ctx: Context) -> Result:
             ok = [x for run in runs for x in run.ok()]
             local = sum(1 for x in ok if zone_of.get(x.value) == "a")
             lat = [x.took * 1e3 for x in ok]
-            rows.append({"subject": kind, "label": LABELS[kind], "how": how,
+            rows.append({"subject": kind, "label": label_of(kind), "how": how,
                          "rps": _r(median([run.throughput() for run in runs]), 0),
                          "p50": _r(percentile(lat, 50), 2),
                          "p99": _r(percentile(lat, 99), 2),
                          "local": _r(100 * local / len(ok) if ok else None, 1),
                          "errors": sum(len(run.errors()) for run in runs)})
     finally:
-        ctx.lab["b"].proxy.heal()
+        ctx.running_lab["b"].proxy.heal()
     z = next((r for r in rows if r["subject"] == "zonal"), None)
     headline = []
     if z:
         for r in rows:
             if r is not z and r.get("p50"):
                 r["z_ratio"] = _r(z["p50"] / r["p50"]) if z.get("p50") else None
-        rnd = [r for r in rows if "random" in r["how"]]
+        randoms = [r for r in rows if "random" in r["how"]]
         ordered = [r for r in rows if "in that order" in r["how"]]
         line = f"Affinity (remote zone +{latency_ms} ms): zonal p50 {z['p50']} ms, p99 " \
                f"{z['p99']} ms, {z['local']}% served locally"
-        if rnd:
+        if randoms:
             line += "; zone-unaware host lists (random): " + ", ".join(
                 f"{r['label']} p50 {r['p50']} / p99 {r['p99']} ms, {r['local']}% local"
-                for r in rnd)
+                for r in randoms)
         if ordered:
             line += f"; an ordered host=a,b gets {ordered[0]['local']}% local too"
         headline.append(line)
@@ -643,25 +655,17 @@ def affinity(ctx: Context) -> Result:
 
 
 def serverless(ctx: Context) -> Result:
-    """Calls ``benchmarks/serverless.py`` (written with the serverless issue) when it
-    exists: frozen instances on this lab, a deploy storm on a small lab of its own
-    (max_connections=30, fewer slots than instances). It measures zonal's serverless
-    profile and QueuePool; the other subjects are not in it."""
-    base: Result = {
-        "title": "6. Frozen instances and deploy storm",
-        "columns": [["case", "case"], ["label", "subject"], ["instances", "instances"],
-                    ["held", "connections held"], ["held_later", "held after reaper"],
-                    ["failed", "requests failed"], ["drain_s", "drain s"],
-                    ["verdict", "verdict"]],
-        "headline": [], "notes": [], "plot": None, "rows": []}
-    if importlib.util.find_spec("benchmarks.serverless") is None:
-        why = "benchmarks/serverless.py is not there: not measured in this run"
-        return {**base, "what": why, "rows": [_skip(k, why) for k in ctx.subjects]}
-    sv = importlib.import_module("benchmarks.serverless")
-    missing = [n for n in ("frozen_instances", "deploy_storm") if not hasattr(sv, n)]
-    if missing:
-        why = f"benchmarks/serverless.py has no {', '.join(missing)}: not measured"
-        return {**base, "what": why, "rows": [_skip(k, why) for k in ctx.subjects]}
+    """Frozen instances on this lab and a deploy storm on a small lab of its own
+    (max_connections=30, fewer slots than instances), with the code of
+    :mod:`zonal_lab.bench.serverless` (which ``tests/serverless`` asserts on). It
+    measures zonal's serverless profile and QueuePool; the other subjects are not in it."""
+    from zonal_lab import Lab
+    from zonal_lab.bench import serverless as sv
+
+    headline: list[str] = []
+    columns = [["case", "case"], ["label", "subject"], ["instances", "instances"],
+               ["held", "connections held"], ["held_later", "held after reaper"],
+               ["failed", "requests failed"], ["drain_s", "drain s"], ["verdict", "verdict"]]
     k = ctx.pick(4, 12)
     n = ctx.pick(40, 60)
     rows: list[dict[str, Any]] = []
@@ -672,25 +676,23 @@ def serverless(ctx: Context) -> Result:
         where = "PgBouncer" if via else "direct"
         ctx.progress(f"serverless: {k} zonal + {k} QueuePool instances frozen after a "
                      f"burst ({where})")
-        fr = sv.frozen_instances(ctx.lab, k=k, burst=ctx.pick(3, 5), via_pgbouncer=via,
+        fr = sv.frozen_instances(ctx.running_lab, k=k, burst=ctx.pick(3, 5), via_pgbouncer=via,
                                  wait_for_reaper=not ctx.quick)
         raw[f"frozen_{where}"] = fr
         for pool in wanted:
             figs = fr.get(pool, {})
             held = figs.get("pgbouncer_clients_total" if via else "after_freeze_total")
-            rows.append({"subject": pool, "label": LABELS[pool], "case": f"frozen ({where})",
+            rows.append({"subject": pool, "label": label_of(pool), "case": f"frozen ({where})",
                          "instances": k, "held": held,
                          "held_later": figs.get("after_reaper_total"),
                          "failed": fr.get("request_errors")})
-    from zonal_lab import Lab
-
     with Lab(zones=["a"], server_settings={"max_connections": 30}) as small:
         for pool in wanted:
-            ctx.progress(f"serverless: deploy storm, {n} fresh {LABELS[pool]} instances, "
+            ctx.progress(f"serverless: deploy storm, {n} fresh {label_of(pool)} instances, "
                          "one request each, max_connections=30")
             st = sv.deploy_storm(small, n=n, pool=pool)
             raw[f"storm_{pool}"] = st
-            rows.append({"subject": pool, "label": LABELS[pool], "case": "deploy storm",
+            rows.append({"subject": pool, "label": label_of(pool), "case": "deploy storm",
                          "instances": n,
                          "held": st.get("connections_held_after",
                                         st.get("server_connections_held_after")),
@@ -708,13 +710,13 @@ def serverless(ctx: Context) -> Result:
                   if zv is not None and qv is not None and zv < qv]
         z["verdict"] = ("zonal LOSES on " + ", ".join(worse)) if worse else (
             ("zonal wins on " + ", ".join(better)) if better else "even")
-        base["headline"].append(
+        headline.append(
             f"Serverless, {case}: zonal {z.get('held')} connections held, {z.get('failed')} "
             f"failed; QueuePool {q.get('held')} held, {q.get('failed')} failed")
     for kind in ctx.subjects:
         if kind not in wanted:
-            rows.append(_skip(kind, "benchmarks/serverless.py measures zonal (serverless "
-                                    "profile) and QueuePool only"))
+            rows.append(skip_row(kind, "this scenario measures zonal (serverless profile) "
+                                    "and QueuePool only"))
     notes = [
         f"frozen: {k} instances of each pool serve a burst of concurrent requests through "
         "the request middleware, then all are SIGSTOPped; held = their connections on "
@@ -725,8 +727,11 @@ def serverless(ctx: Context) -> Result:
         "moment against max_connections=30; zonal retries 'too many clients' with "
         "backoff inside its timeout (5 s).",
     ]
-    return {**base, "what": "From benchmarks/serverless.py (real worker processes, frozen "
-            "with SIGSTOP).", "rows": rows, "notes": notes, "raw": raw}
+    return {"title": "6. Frozen instances and deploy storm",
+            "what": "From zonal_lab.bench.serverless (real worker processes, frozen with "
+                    "SIGSTOP).",
+            "columns": columns, "rows": rows, "headline": headline, "notes": notes,
+            "plot": None, "raw": raw}
 
 
 # -- 7. memory ----------------------------------------------------------------------
@@ -737,24 +742,22 @@ def memory(ctx: Context) -> Result:
     rows: list[dict[str, Any]] = []
     for kind in ctx.subjects:
         target = ctx.target(("a",))
-        ctx.progress(f"memory: {LABELS[kind]}, {size} connections, in a new process")
-        spec = {"kind": kind, "size": size, "target": target.__dict__}
-        env = {**os.environ, "ZONAL_BENCH_MEMORY": json.dumps(spec)}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        ctx.progress(f"memory: {label_of(kind)}, {size} connections, in a new process")
+        spec = {"kind": kind, "size": size, "target": dataclasses.asdict(target)}
+        env = child_env(ZONAL_BENCH_MEMORY=json.dumps(spec))
         try:
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.memory"], env=env,
+            proc = subprocess.run([sys.executable, "-m", "zonal_lab.bench.memory"], env=env,
                                   capture_output=True, text=True, timeout=120, check=False)
         except subprocess.TimeoutExpired:
-            rows.append(_skip(kind, "the measuring process did not finish in 120 s"))
+            rows.append(skip_row(kind, "the measuring process did not finish in 120 s"))
             continue
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
-            rows.append(_skip(kind, f"the measuring process failed: {last}"))
+            rows.append(skip_row(kind, f"the measuring process failed: {last}"))
             continue
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         mb = 1 / (1 << 20)
-        rows.append({"subject": kind, "label": LABELS[kind],
+        rows.append({"subject": kind, "label": label_of(kind),
                      "base": _r(m["base"] * mb, 1), "held": _r(m["held"] * mb, 1),
                      "idle": _r(m["idle"] * mb, 1), "delta": _r((m["held"] - m["base"]) * mb, 1),
                      "per_conn": _r((m["held"] - m["base"]) / size / 1024, 1),
@@ -795,15 +798,33 @@ def memory(ctx: Context) -> Result:
     }
 
 
-SCENARIOS: dict[str, tuple[Callable[[Context], Result], bool]] = {
-    "overhead": (overhead, False),
-    "preping": (preping, True),
-    "throughput": (throughput, True),
-    "failover": (failover, True),
-    "affinity": (affinity, True),
-    "serverless": (serverless, True),
-    "memory": (memory, True),
-}
-"""name -> (function, needs the lab), in the order they run."""
+@dataclass(frozen=True)
+class Scenario:
+    """One entry of :data:`SCENARIOS`."""
 
-ALL_SUBJECTS = KINDS
+    name: str
+    run: Callable[[Context], Result]
+    needs_lab: bool
+    help: str
+    needs: tuple[Need, ...] = ()
+
+    def missing(self) -> str | None:
+        """Why this scenario cannot run here (a library is not installed), or None."""
+        return next((p for p in (n.problem() for n in self.needs) if p is not None), None)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("overhead", overhead, False, "checkout + checkin on a fake driver, vs QueuePool"),
+    Scenario("preping", preping, True, "SELECT 1 throughput with pre-ping off and on"),
+    Scenario("throughput", throughput, True, "req/s and latency, 4-64 threads, direct and "
+             "through PgBouncer"),
+    Scenario("failover", failover, True, "the local zone killed, then paused, mid-run"),
+    Scenario("affinity", affinity, True, "a remote zone 20 ms away: who stays local"),
+    Scenario("serverless", serverless, True, "frozen instances and a deploy storm"),
+    Scenario("memory", memory, True, "RSS of a process holding 50 connections",
+             (Need("psutil", "psutil", "'zonal[bench]'"),)),
+)}
+"""Every scenario ``zonal bench --scenarios`` knows, in the order they run: the one
+list of names."""
+
+NAMES = tuple(SCENARIOS)

@@ -1,10 +1,12 @@
 """Resident memory of a process holding a pool of N connections (run in a child).
 
-The parent (``scenarios.memory``) passes what to build in ``ZONAL_BENCH_MEMORY``
-(JSON: kind, size, target; the environment keeps the password off the command
-line) and reads one JSON line from stdout: RSS in bytes after the imports
-(``base``), with every connection checked out (``held``), after giving them back
-(``idle``).
+    python -m zonal_lab.bench.memory
+
+The parent (:func:`zonal_lab.bench.scenarios.memory`) passes what to build in
+``ZONAL_BENCH_MEMORY`` (JSON: kind, size, target; the environment keeps the
+password off the command line) and reads one JSON line from stdout: RSS in bytes
+after the imports (``base``), with every connection checked out (``held``), after
+giving them back (``idle``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _rss() -> int:
 def main() -> int:
     spec = json.loads(os.environ["ZONAL_BENCH_MEMORY"])
     kind, size = spec["kind"], int(spec["size"])
-    from benchmarks.subjects import Target, make_subject
+    from zonal_lab.bench.subjects import Target, make_subject
 
     target = Target(**spec["target"])
     # import what the subject needs before the baseline, so delta is the pool's

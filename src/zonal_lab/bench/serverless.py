@@ -2,7 +2,7 @@
 
 Each scenario takes a running :class:`zonal_lab.Lab` and returns its figures as a
 plain dict: the tests in ``tests/serverless`` assert on them, ``zonal bench`` (or
-``python -m benchmarks.serverless``) prints them. zonal's serverless profile and
+``python -m zonal_lab.bench.serverless``) prints them. zonal's serverless profile and
 SQLAlchemy's ``QueuePool`` run in the same scenario, against the same server.
 
 Workers are real processes, each with its own engine. They serve requests through
@@ -14,10 +14,11 @@ fresh ``python`` processes. Every process a scenario starts is stopped by PID wh
 the scenario ends, also on failure, and each one also ends itself (an alarm, and
 death with its parent) so nothing outlives a crashed run.
 
-    python -m benchmarks.serverless [frozen thaw storm shutdown] [--json]
+    python -m zonal_lab.bench.serverless [frozen thaw storm shutdown] [--json]
 
-Only the standard library is imported at module level: a shutdown worker must
-register its exit report before zonal's own ``atexit`` hook exists.
+Only the standard library is imported at module level: a shutdown worker (this
+file run as a script, not through the ``zonal_lab`` package) must register its
+exit report before zonal's own ``atexit`` hook exists.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ __all__ = [
 # Workers end themselves after this long, whatever happens to the parent.
 WORKER_LIFETIME = 150.0
 _PRELOAD = ["sqlalchemy", "sqlalchemy.orm", "psycopg", "zonal_sqlalchemy",
-            "zonal_sqlalchemy.middleware", "benchmarks.serverless"]
+            "zonal_sqlalchemy.middleware", "zonal_lab.bench.serverless"]
 _ADMIN_APP = "zonal-bench-admin"
 
 
@@ -366,21 +367,17 @@ class _ForkServer:
         import socket
         import tempfile
 
-        import zonal_core
+        from zonal_lab.bench.children import child_env
 
         self.folder = tempfile.mkdtemp(prefix="zonal-bench-")
         self.address = os.path.join(self.folder, "workers")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.address)
         self.sock.listen(256)
-        env = dict(os.environ)
-        paths = [str(Path(zonal_core.__file__).resolve().parent.parent),  # src/
-                 str(Path(__file__).resolve().parent.parent)]  # the checkout (benchmarks)
-        env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from benchmarks.serverless import _fork_server_main;"
+            [sys.executable, "-c", "from zonal_lab.bench.serverless import _fork_server_main;"
              " _fork_server_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=child_env())
 
     def spawn(self, spec: Mapping[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -795,16 +792,15 @@ class _Proc:
     """A shutdown worker: a fresh ``python`` process, killed by PID at the end."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        import zonal_core
+        from zonal_lab.bench.children import child_env
 
-        env = dict(os.environ)
-        src = str(Path(zonal_core.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        # This file as a script (not ``-m``, which would import zonal_lab, hence zonal,
+        # first); -P: its folder is not put on sys.path.
         self.p = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--shutdown-worker",
+            [sys.executable, "-P", str(Path(__file__).resolve()), "--shutdown-worker",
              json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env)
+            text=True, env=child_env())
         self.lines: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -996,8 +992,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--shutdown-worker":
         _shutdown_worker(json.loads(sys.argv[2]))
     else:
-        # Run as a module: the scenario code must live in ``benchmarks.serverless``
+        # Run as a module: the scenario code must live in ``zonal_lab.bench.serverless``
         # (not ``__main__``) so the fork server can find the worker function.
         import importlib
 
-        raise SystemExit(importlib.import_module("benchmarks.serverless").main())
+        raise SystemExit(importlib.import_module("zonal_lab.bench.serverless").main())

@@ -11,34 +11,33 @@ runs each scenario for each subject, prints a line per step, and writes
 ``<out>/<timestamp>/results.json``, ``results.md`` (tables with ratios against a
 peer measured in the same run, the machine noted) and PNG plots.
 
-The scenario code lives in ``benchmarks/`` of a zonal checkout (it is the same
-code ``python -m benchmarks.overhead`` and friends run); installed from a wheel
-without it, ``zonal bench`` says so.
+The subjects (:data:`zonal_lab.bench.subjects.SUBJECTS`) and the scenarios
+(:data:`zonal_lab.bench.scenarios.SCENARIOS`) are each listed once, there; the
+options here take their names from those lists. A subject whose library is not
+installed (psycopg_pool, Django) is named, with the command that installs it, and
+skipped: its row in every scenario says why.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shlex
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from zonal_lab import bench_plot, bench_report
+from zonal_lab.bench import scenarios, subjects
 
-__all__ = ["DEFAULT_AGAINST", "SCENARIO_NAMES", "add_arguments", "run"]
+if TYPE_CHECKING:
+    from zonal_lab import Lab
 
-SUBJECT_NAMES = ("zonal", "queuepool", "nullpool", "psycopg_pool", "django_pool")
-DEFAULT_AGAINST = ("queuepool", "nullpool", "psycopg_pool", "django_pool")
-SCENARIO_NAMES = ("overhead", "preping", "throughput", "failover", "affinity",
-                  "serverless", "memory")
+__all__ = ["Progress", "add_arguments", "main", "run"]
 
 # max_connections covers 50 held by the memory scenario plus every pool of a cell
 _SERVER_SETTINGS = {"max_connections": 300}
@@ -57,35 +56,30 @@ def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
+def _listing(title: str, entries: dict[str, str]) -> str:
+    width = max(map(len, entries))
+    return title + "\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in entries.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``zonal bench``."""
+    against = subjects.DEFAULT_AGAINST
     parser.add_argument(
-        "--against", type=_csv(SUBJECT_NAMES), default=list(DEFAULT_AGAINST),
+        "--against", type=_csv(subjects.NAMES), default=list(against), metavar="LIST",
+        help=f"subjects to compare zonal with, comma-separated (default: {','.join(against)})")
+    parser.add_argument(
+        "--scenarios", type=_csv(scenarios.NAMES), default=list(scenarios.NAMES),
         metavar="LIST",
-        help=f"subjects to compare zonal with (default: {','.join(DEFAULT_AGAINST)})")
-    parser.add_argument(
-        "--scenarios", type=_csv(SCENARIO_NAMES), default=list(SCENARIO_NAMES),
-        metavar="LIST", help=f"scenarios to run (default: all: {','.join(SCENARIO_NAMES)})")
+        help=f"scenarios to run, comma-separated (default: all: {','.join(scenarios.NAMES)})")
     parser.add_argument("--quick", action="store_true",
                         help="shorter measures (under 3 minutes on 2 cores)")
     parser.add_argument("--out", default="bench-results", metavar="DIR",
                         help="where the timestamped result folder goes (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-
-
-def _find_benchmarks() -> Any:
-    """``benchmarks.scenarios``, from the current folder or this checkout's root."""
-    try:
-        return importlib.import_module("benchmarks.scenarios")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("benchmarks", "benchmarks.scenarios"):
-            raise
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (root / "benchmarks" / "scenarios.py").is_file():
-            sys.path.insert(0, str(root))
-            sys.modules.pop("benchmarks", None)
-            return importlib.import_module("benchmarks.scenarios")
-    return None
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        _listing("subjects:", {k: s.help for k, s in subjects.SUBJECTS.items()}) + "\n\n"
+        + _listing("scenarios:", {k: s.help for k, s in scenarios.SCENARIOS.items()}))
 
 
 class Progress:
@@ -111,55 +105,80 @@ def _write_json(folder: Path, results: dict[str, Any]) -> None:
     tmp.replace(folder / "results.json")
 
 
+def _command_line() -> str:
+    """What the user typed, for the results (``zonal bench ...`` or ``python -m``)."""
+    argv = sys.argv[1:]
+    if argv[:1] == ["bench"]:
+        argv = argv[1:]
+    elif not sys.argv[0].endswith(os.path.join("zonal_lab", "bench", "__main__.py")):
+        argv = []  # called from Python: the arguments are not on sys.argv
+    return " ".join(["zonal bench", *(shlex.quote(a) for a in argv)])
+
+
+def _skipped_scenario(name: str, why: str, kinds: Sequence[str]) -> dict[str, Any]:
+    entry = scenarios.SCENARIOS[name]
+    return {"title": f"{name}: {entry.help}", "what": f"Not run: {why}.",
+            "rows": [scenarios.skip_row(k, why) for k in kinds], "headline": [], "notes": []}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bench; 0 when every scenario ran, 1 when one failed, 2 when it cannot."""
-    scenarios_mod = _find_benchmarks()
-    if scenarios_mod is None:
-        print("zonal bench: the scenario code (benchmarks/) is not here; run it from a "
-              "zonal checkout (git clone, then pip install -e '.[dev,bench]')",
-              file=sys.stderr)
-        return 2
-    subjects = ["zonal", *[s for s in args.against if s != "zonal"]]
+    from zonal_lab.bench import plot, report
+
+    wanted = ["zonal", *[s for s in args.against if s != "zonal"]]
     names: list[str] = list(args.scenarios)
+    absent = {k: why for k in wanted if (why := subjects.missing(k)) is not None}
+    if "zonal" in absent:
+        print(f"zonal bench: cannot measure zonal: {absent['zonal']}", file=sys.stderr)
+        return 2
+    present = [k for k in wanted if k not in absent]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = Path(args.out) / stamp
     folder.mkdir(parents=True, exist_ok=True)
     progress = Progress(sys.stderr, len(names))
-    argv = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []
-    command = " ".join(["zonal bench", *(shlex.quote(a) for a in argv)])
-    labels: dict[str, str] = scenarios_mod.LABELS
     results: dict[str, Any] = {
         "meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "command": command, "quick": bool(args.quick), "subjects": subjects,
-                 "subjects_labels": [labels[s] for s in subjects], "scenarios": names},
-        "machine": bench_report.machine(),
+                 "command": _command_line(), "quick": bool(args.quick), "subjects": wanted,
+                 "subjects_labels": [subjects.label(s) for s in wanted], "scenarios": names,
+                 "not_installed": absent},
+        "machine": report.machine(),
         "scenarios": {},
     }
-    progress.line(f"zonal bench -> {folder}  (subjects: {', '.join(subjects)}; "
+    progress.line(f"zonal bench -> {folder}  (subjects: {', '.join(wanted)}; "
                   f"scenarios: {', '.join(names)}{'; quick' if args.quick else ''})")
-    table = scenarios_mod.SCENARIOS
-    lab = None
+    for kind, why in absent.items():
+        progress.line(f"skipped: {kind} ({subjects.label(kind)}): {why}")
+    lab: Lab | None = None
     failed = 0
     t0 = time.monotonic()
     try:
-        if any(table[n][1] for n in names):
+        if any(scenarios.SCENARIOS[n].needs_lab and scenarios.SCENARIOS[n].missing() is None
+               for n in names):
             lab = _start_lab(progress)
-            results["machine"] = bench_report.machine(lab)
-        ctx = scenarios_mod.Context(lab=lab, subjects=subjects, quick=bool(args.quick),
-                                    progress=progress.line)
+            results["machine"] = report.machine(lab)
+        ctx = scenarios.Context(lab=lab, subjects=present, quick=bool(args.quick),
+                                progress=progress.line)
         for name in names:
-            fn, _ = table[name]
+            entry = scenarios.SCENARIOS[name]
             progress.scenario(name)
             began = time.monotonic()
-            try:
-                res = fn(ctx)
-            except Exception as exc:  # one scenario failing must not lose the others
-                failed += 1
-                progress.line(f"{name} FAILED: {type(exc).__name__}: {exc}")
-                res = {"title": name, "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exc(limit=8)}
-                if lab is not None:
-                    lab.reset_faults()
+            why = entry.missing()
+            if why is not None:
+                progress.line(f"skipped: {name}: {why}")
+                res = _skipped_scenario(name, why, wanted)
+            else:
+                try:
+                    res = entry.run(ctx)
+                except Exception as exc:  # one scenario failing must not lose the others
+                    failed += 1
+                    progress.line(f"{name} FAILED: {type(exc).__name__}: {exc}")
+                    res = {"title": name, "error": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc(limit=8)}
+                    if lab is not None:
+                        lab.reset_faults()
+                # every requested subject has a row: the absent ones say why
+                res.setdefault("rows", []).extend(
+                    scenarios.skip_row(k, w) for k, w in absent.items())
             res["seconds"] = round(time.monotonic() - began, 1)
             results["scenarios"][name] = res
             for line in res.get("headline", []):
@@ -172,23 +191,36 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(os, "getloadavg"):  # other work on the machine skews every figure
         results["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.no_plots:
-        if bench_plot.available():
+        if plot.available():
             for name, res in results["scenarios"].items():
                 try:
-                    res["plots"] = bench_plot.plot_scenario(name, res, folder)
+                    res["plots"] = plot.plot_scenario(name, res, folder)
                 except Exception as exc:  # a plot is a nicety; the figures are written
                     progress.line(f"plot of {name} failed: {type(exc).__name__}: {exc}")
         else:
             progress.line("matplotlib is not installed: no plots "
                           "(fix: pip install 'zonal[bench]')")
     _write_json(folder, results)
-    md = bench_report.write_markdown(folder, results)
+    md = report.write_markdown(folder, results)
     progress.line(f"done in {results['meta']['seconds']:.0f} s: {folder / 'results.json'}, "
                   f"{md}")
     return 1 if failed else 0
 
 
-def _start_lab(progress: Progress) -> Any:
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m zonal_lab.bench``: the same as ``zonal bench``."""
+    parser = argparse.ArgumentParser(
+        prog="zonal bench",
+        description="zonal side by side with other pools: figures, tables, plots")
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        print("zonal bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _start_lab(progress: Progress) -> Lab:
     from zonal_lab import Lab
     from zonal_lab.binaries import find_pgbouncer
 

@@ -1,7 +1,7 @@
 """``zonal bench`` output: the machine it ran on, and ``results.md`` from the results.
 
 The markdown is written from ``results.json``'s content alone, so a table can be
-regenerated (``python -m zonal_lab.bench_report DIR``) without running anything.
+regenerated (``python -m zonal_lab.bench.report DIR``) without running anything.
 """
 
 from __future__ import annotations

@@ -1,1 +1,0 @@
-"""Scenario code for ``zonal bench``."""
