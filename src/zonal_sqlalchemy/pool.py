@@ -399,6 +399,13 @@ class ZonalAsyncPool(ZonalPool):
         await greenlet_spawn(self.dispose)
 
 
+def _unsplit_userinfo(cparams: dict[str, Any]) -> bool:
+    """An '@' left in a key or value other than the user and password: the URL's
+    userinfo was not percent-encoded, and the parser split it in the wrong place."""
+    return any("@" in str(k) or (isinstance(v, str) and "@" in v)
+               for k, v in cparams.items() if k not in ("user", "password"))
+
+
 def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int | None,
            use_lifo: bool | None, cparams: dict[str, Any] | None) -> ZonalConfig:
     if recycle is not None and recycle != -1:
@@ -415,6 +422,14 @@ def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int 
                                "used connection (LIFO) so the others age out",
                                fix="drop pool_use_lifo")
     url_host = zconnect.url_endpoint(cparams) if cparams else None
+    if url_host and ("@" in url_host or _unsplit_userinfo(cparams or {})):
+        # "user:pa@ss@host": the URL parser split the password at its '@'; what it
+        # calls the host is the password's tail. Never echo it.
+        raise ZonalConfigError(
+            "url", "the URL's password holds an unencoded '@' (or ':' or '/'), so the "
+            "URL cannot be split into user, password and host",
+            fix="percent-encode the password: urllib.parse.quote_plus(password), or "
+                "sqlalchemy.URL.create(..., password=password)")
     has_topology = bool(options.get("zones") or options.get("topology")
                         or os.environ.get(ENV_TOPOLOGY) or os.environ.get(ENV_TOPOLOGY_FILE))
     if url_host and has_topology:
