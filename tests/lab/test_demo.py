@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def zonal_demo(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "zonal_lab.cli", "demo", *args],
+        [sys.executable, "-m", "zonal_tools.cli", "demo", *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
 
@@ -115,7 +115,7 @@ def test_demo_through_django() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_demo_cleans_up(sig: signal.Signals) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zonal_lab.cli", "demo", "--duration", "60"],
+        [sys.executable, "-m", "zonal_tools.cli", "demo", "--duration", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

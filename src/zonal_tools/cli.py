@@ -9,6 +9,8 @@ Adding a subcommand is one line in :data:`COMMANDS`: a name, the module that hol
 it, a one-line help. The module provides ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit code); it is imported only when the command line
 needs it, so a slow or optional import of one command never slows the others.
+``bench`` and ``demo`` live in the lab (``zonal_lab``, with its extra dependencies):
+only naming them on the command line imports it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class Command(Protocol):
 
 
 COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("doctor", "zonal_lab.doctor", "check a server (or PgBouncer) against zonal's needs"),
-    ("size", "zonal_lab.sizing", "per-instance pool size, with the reasoning"),
+    ("doctor", "zonal_tools.doctor.cli", "check a server (or PgBouncer) against zonal's needs"),
+    ("size", "zonal_tools.sizing", "per-instance pool size, with the reasoning"),
     ("bench", "zonal_lab.bench", "zonal side by side with other pools: figures, tables, plots"),
     ("demo", "zonal_lab.demo", "three local zones, a workload, a zone outage, live"),
 )
@@ -54,20 +56,20 @@ def _load(module: str) -> Command:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The ``zonal`` parser. Only the subcommand named in ``argv`` (or all of them,
-    when ``argv`` names none, e.g. for ``--help``) is imported and configured."""
+    """The ``zonal`` parser. Only the subcommand named in ``argv`` is imported and
+    configured; ``zonal --help`` lists every subcommand from :data:`COMMANDS` alone,
+    importing none (so the lab is loaded by ``zonal bench`` and ``zonal demo`` only)."""
     parser = argparse.ArgumentParser(
         prog="zonal",
         description="zonal: zone-aware, PgBouncer-safe, serverless-safe PostgreSQL pools.",
     )
     parser.add_argument("--version", action="version", version=f"zonal {_version()}")
-    names = {name for name, _, _ in COMMANDS}
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     # before the subcommand only flags can come, so the first word names it
     wanted = next((a for a in (argv or ()) if not a.startswith("-")), None)
     for name, module, help_text in COMMANDS:
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if wanted in names and name != wanted:
+        if name != wanted:
             continue
         command = _load(module)
         command.add_arguments(command_parser)

@@ -10,19 +10,21 @@ from typing import Any
 
 import pytest
 
-from zonal_lab import Lab, cli
-from zonal_lab.doctor import (
+from zonal_lab import Lab
+from zonal_tools import cli
+from zonal_tools.doctor import (
+    Deployment,
     DoctorError,
     Facts,
     PgBouncerFacts,
-    Plan,
     Report,
     ServerFacts,
-    _with_deadline,
     analyze,
     exit_code,
     render,
+    with_deadline,
 )
+from zonal_tools.doctor.measures import serverless_reapers
 
 # -- analysis, no database ---------------------------------------------------------
 
@@ -49,7 +51,7 @@ def server(settings: Mapping[str, str] | None = None, **kwargs: Any) -> ServerFa
 def report_of(
     srv: ServerFacts, bouncer: PgBouncerFacts | None = None, **plan: Any
 ) -> Report:
-    return analyze(Facts("postgresql://app:***@db/app", srv, bouncer), Plan(**plan))
+    return analyze(Facts("postgresql://app:***@db/app", srv, bouncer), Deployment(**plan))
 
 
 def finding(report: Report, fid: str) -> Any:
@@ -99,6 +101,52 @@ def test_capacity_without_instances_says_how_many_fit() -> None:
     assert cap.level == "info"
     assert "room for 195 application connections" in cap.message
     assert "at pool_size 5, 39 instances" in cap.message
+
+
+def test_the_callers_pool_size_is_the_one_reported() -> None:
+    """``manage.py zonal_doctor`` with ``pool_size: 50`` used to say 'at pool_size 5'."""
+    report = report_of(server(), pool_size=50)
+    assert "at pool_size 50, 3 instances" in finding(report, "capacity").message  # 195 // 50
+    pool = next(r for r in report.recommendations if r.option == "pool_size")
+    assert pool.value == 50 and pool.why.startswith("your pool_size")
+    full = report_of(server(), instances=10, pool_size=50)
+    assert "10 instances x pool_size 50 = 500" in finding(full, "capacity").message
+
+
+def test_defaults_come_from_the_configuration() -> None:
+    from zonal_core.config import DEFAULTS, build_config
+
+    assert Deployment().pool == DEFAULTS["pool_size"]
+    assert Deployment().idle_limit == DEFAULTS["max_idle"]
+    config = build_config(zones={"a": "db:5432"}, pool_size=50, serverless=True, environ={})
+    deployment = Deployment.of(config, instances=3)
+    assert (deployment.pool, deployment.instances) == (50, 3)
+    assert deployment.idle_limit == config.max_idle  # the serverless profile's
+    # a server reaping after 40 s: the pool's own 30 s already retire first
+    report = report_of(server({"idle_session_timeout": "40000"}))
+    assert "max_idle=20" in finding(report, "idle_session_timeout").advice
+    report = analyze(Facts("t", server({"idle_session_timeout": "40000"})), deployment)
+    assert finding(report, "idle_session_timeout").advice == ""
+
+
+def test_the_report_is_written_to_the_stream_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from zonal_tools.doctor import write_report
+
+    report = report_of(server(), instances=10, pool_size=5)
+    out = io.StringIO()
+    write_report(report, out, hidden=["195"])
+    write_report(report, out, as_json=True)
+    write_report(report, out, verdict=False)
+    assert capsys.readouterr() == ("", "")
+    text = out.getvalue()
+    assert text.startswith("zonal doctor: postgresql://app:***@db/app\n")
+    assert "0 problem(s), 0 warning(s): exit 0\n" in text
+    assert "*** for everyone else" in text  # hidden strings are masked
+    assert text.endswith("0 problem(s), 0 warning(s)\n")
 
 
 def test_reapers_off_are_warnings_with_the_fix() -> None:
@@ -157,7 +205,9 @@ def test_old_server_has_no_idle_session_timeout() -> None:
     assert report.level("idle_session_timeout") is None
     serverless = next(r for r in report.recommendations if r.option == "serverless")
     assert "idle_session_timeout=" not in serverless.why.split("'")[1]
-    assert "-c idle_in_transaction_session_timeout=30000" in serverless.why
+    # what the serverless profile really asks for, not a figure of doctor's own
+    in_transaction = int(serverless_reapers()[1] * 1000)
+    assert f"-c idle_in_transaction_session_timeout={in_transaction}" in serverless.why
 
 
 def test_connection_limits_of_role_and_database() -> None:
@@ -269,11 +319,11 @@ def test_json_document_shape() -> None:
 def test_deadline_bounds_a_hung_check() -> None:
     began = time.monotonic()
     with pytest.raises(DoctorError, match=r"no answer within 0\.2 s"):
-        _with_deadline(lambda: time.sleep(5), 0.2)
+        with_deadline(lambda: time.sleep(5), 0.2)
     assert time.monotonic() - began < 2
-    assert _with_deadline(lambda: 42, 1) == 42
+    assert with_deadline(lambda: 42, 1) == 42
     with pytest.raises(ZeroDivisionError):
-        _with_deadline(lambda: 1 // 0, 1)
+        with_deadline(lambda: 1 // 0, 1)
 
 
 # -- against real zones -------------------------------------------------------------

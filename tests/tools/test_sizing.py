@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from zonal_lab import sizing
-from zonal_lab.sizing import SizingError, cpu_bound, size
+from zonal_tools import sizing
+from zonal_tools.sizing import SizingError, cpu_bound, size
 
 
 def test_cpu_bound_is_the_classic_formula() -> None:

@@ -1,5 +1,5 @@
 """The ``zonal`` command: help, version, the subcommand registry, and the real
-process (``python -m zonal_lab.cli``) against a lab zone."""
+process (``python -m zonal_tools.cli``) against a lab zone."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from zonal_lab import Lab, cli
+from zonal_lab import Lab
+from zonal_tools import cli
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 def zonal(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the command as a user would, in a fresh interpreter."""
     return subprocess.run(
-        [sys.executable, "-m", "zonal_lab.cli", *args],
+        [sys.executable, "-m", "zonal_tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -84,6 +85,39 @@ def test_only_the_named_command_is_imported(monkeypatch: pytest.MonkeyPatch) -> 
     # a command whose module cannot even be imported does not break the others
     monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, ("broken", "no_such_module_x", "x")))
     assert cli.main(["size", "--db-max-connections", "10", "--instances", "1", "--cores", "1"]) == 0
+
+
+def test_the_product_never_loads_the_lab() -> None:
+    """zonal_tools (``zonal --help``, ``zonal size``, doctor), the adapters and their
+    management commands import no zonal_lab; only ``zonal bench``/``zonal demo`` may."""
+    code = (
+        "import sys\n"
+        "import zonal_core, zonal_sqlalchemy, zonal_django, zonal_tools.sizing\n"
+        "import zonal_tools.doctor, zonal_tools.doctor.cli\n"
+        "import zonal_django.management.commands.zonal_doctor\n"
+        "import zonal_django.management.commands.zonal_status\n"
+        "from zonal_tools import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "cli.main(['size', '--db-max-connections', '10', '--instances', '1', '--cores', '1'])\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] == 'zonal_lab'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout
+
+
+def test_help_names_bench_and_demo_without_importing_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", tuple(
+        (name, "no_such_module_x" if name in ("bench", "demo") else module, help_text)
+        for name, module, help_text in cli.COMMANDS))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "bench" in out and "demo" in out
 
 
 def test_size_as_a_process() -> None:
