@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from djtest_lab import HERE, ZONES, database_entry
 
-from conftest import HERE, ZONES, database_entry
 from zonal_django.backends.postgresql.base import DatabaseWrapper
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgbouncer]

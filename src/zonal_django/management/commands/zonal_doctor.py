@@ -1,135 +1,127 @@
-"""``manage.py zonal_doctor``: each zone's server settings against the pool's.
+"""``manage.py zonal_doctor``: every endpoint of each zonal database checked by
+:func:`zonal_tools.doctor.diagnose` (``zonal doctor``) against the alias's own pool
+settings (its ``pool_size``, ``max_idle``, ``connect_timeout``), connecting as its
+pool does.
 
-When ``zonal_lab.doctor`` (the ``zonal doctor`` command) is installed it is run for
-every endpoint. Otherwise a built-in report is printed: server version,
-``max_connections`` against what the pools may open, the server-side reapers
-(``idle_session_timeout``, ``idle_in_transaction_session_timeout``), TCP keepalives
-and ``statement_timeout``, with advice for the serverless profile and PgBouncer.
+Exit status: 0 nothing to fix; 1 doctor found something (a warning or a problem on
+some endpoint, an endpoint that cannot be reached or read included); 2 it could not
+run (an unknown or non-zonal alias, settings zonal refuses).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 from typing import Any
-from urllib.parse import quote
 
-from django.core.management.base import BaseCommand, CommandParser
-from django.db import connections
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from zonal_core.config import ZonalConfig
-from zonal_core.pgerrors import safe_description
-from zonal_core.psycopg_driver import PsycopgDriver
-from zonal_core.topology import Endpoint
-from zonal_django.conf import connect_params, is_zonal_engine
+from zonal_core.secrets import redact
+from zonal_django.management.aliases import (
+    EXIT_FAILED,
+    AliasSettings,
+    alias_settings,
+    endpoints,
+    zonal_aliases,
+)
+from zonal_tools.doctor import (
+    Deployment,
+    DoctorError,
+    Report,
+    diagnose,
+    secrets_of,
+    write_report,
+)
 
-_SETTINGS = ("server_version", "max_connections", "superuser_reserved_connections",
-             "idle_session_timeout", "idle_in_transaction_session_timeout",
-             "statement_timeout", "tcp_keepalives_idle")
-
-
-def server_report(conn: Any) -> dict[str, str]:
-    """The settings zonal cares about, read with ``SHOW`` (also through PgBouncer)."""
-    out: dict[str, str] = {}
-    for name in _SETTINGS:
-        try:
-            row = conn.execute(f"SHOW {name}").fetchone()
-            out[name] = str(row[0]) if row else "?"
-        except Exception as exc:
-            out[name] = f"? ({type(exc).__name__})"
-    return out
+# doctor sends startup options of its own (they tell PgBouncer apart); connection
+# objects' options are doctor's to set
+_NOT_FOR_DOCTOR = frozenset({"options", "autocommit", "prepare_threshold", "cursor_factory",
+                             "row_factory", "context"})
 
 
-def advice(config: ZonalConfig, ep: Endpoint, report: dict[str, str]) -> list[str]:
-    """Plain-language findings for one endpoint."""
-    out: list[str] = []
-    via_pooler = bool(config.pgbouncer) and ep.index >= 0 and ep in (
-        e for z in config.topology.zones for e in z.endpoints)
+def _positive(text: str) -> int:
     try:
-        limit = int(report["max_connections"]) - int(report["superuser_reserved_connections"])
-        if not via_pooler and config.max_total > limit:
-            out.append(f"max_total={config.max_total} exceeds the {limit} connections the "
-                       "server allows a client: lower pool_size/max_total")
-        elif not via_pooler:
-            out.append(f"this process may open {config.max_total} of the server's {limit}; "
-                       f"that allows about {limit // max(1, config.max_total)} such processes")
-    except (KeyError, ValueError):
-        pass
-    idle = report.get("idle_session_timeout", "0")
-    if config.serverless and idle in ("0", "0ms") and not via_pooler:
-        out.append("serverless and idle_session_timeout is 0 on the server: zonal asks for it "
-                   "per connection (startup options); set it server-wide too as a backstop")
-    if via_pooler:
-        out.append("through PgBouncer: server-side reapers come from PgBouncer's "
-                   "server_idle_timeout and client_idle_timeout (zonal doctor reads them "
-                   "from PgBouncer's admin console)")
-    stmt = report.get("statement_timeout", "0")
-    if stmt in ("0", "0ms") and config.query_timeout is None:
-        out.append("neither statement_timeout nor query_timeout: a hung statement holds a "
-                   "connection forever (set query_timeout, or ALTER ROLE ... SET "
-                   "statement_timeout)")
-    return out
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 class Command(BaseCommand):
-    help = "Check each zone's server settings against the zonal pool's."
+    help = ("Check every endpoint's server (or PgBouncer) against the zonal pool's settings. "
+            "Exit 0: nothing to fix; 1: warnings, problems or an endpoint unreachable; "
+            "2: could not run.")
+    # Settings zonal refuses are exit 2 here; as system check errors they would be 1.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--database", action="append", help="alias (repeatable)")
-        parser.add_argument("--builtin", action="store_true",
-                            help="use the built-in report even if zonal_lab is installed")
+        parser.add_argument("--database", action="append",
+                            help="alias (repeatable); default: every zonal alias")
+        parser.add_argument("--instances", type=_positive, default=None, metavar="N",
+                            help="processes with a pool each, across all zones and machines "
+                            "(checks pool_size against the server's limits)")
+        parser.add_argument("--json", action="store_true", help="print JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        aliases = options["database"] or [a for a in connections.settings
-                                          if is_zonal_engine(connections.settings[a])]
-        for alias in aliases:
-            conn = connections[alias]
-            params = conn.get_connection_params()
-            config: ZonalConfig = conn.zonal_plan(params).config
-            base = {**connect_params(params), "autocommit": True}
-            self.stdout.write(f"{alias}: pool {config.name!r}, pgbouncer={config.pgbouncer!r}, "
+        settings = [alias_settings(a) for a in zonal_aliases(options["database"])]
+        document: dict[str, Any] = {}
+        reports: list[Report] = []
+        unreachable: list[str] = []
+        hidden: list[str] = []
+        for s in settings:
+            document[s.alias] = self._alias(s, options, reports, unreachable, hidden)
+        if options["json"]:
+            self.stdout.write(redact(json.dumps(document, indent=2, default=str), hidden))
+        checked = sum(len(d["endpoints"]) for d in document.values())
+        problems = sum(r.count("problem") for r in reports)
+        warnings = sum(r.count("warning") for r in reports)
+        verdict = (f"{checked} endpoint(s) checked: {problems} problem(s), "
+                   f"{warnings} warning(s), {len(unreachable)} unreachable")
+        if problems or warnings or unreachable:
+            if unreachable:
+                verdict += f" ({', '.join(unreachable)})"
+            raise CommandError(verdict, returncode=EXIT_FAILED)
+        if not options["json"]:
+            self.stdout.write(f"zonal_doctor: {verdict}")
+
+    def _alias(self, s: AliasSettings, options: dict[str, Any], reports: list[Report],
+               unreachable: list[str], hidden: list[str]) -> dict[str, Any]:
+        """Check every endpoint of one alias; text goes out as it comes, the JSON
+        entry is returned. Reports, unreachable endpoints and the secrets to hide are
+        added to the lists given."""
+        config = s.config
+        as_json = options["json"]
+        header = {"pool": config.name, "pgbouncer": config.pgbouncer,
+                  "serverless": config.serverless, "pool_size": config.pool_size,
+                  "max_total": config.max_total, "query_timeout": config.query_timeout}
+        if not as_json:
+            self.stdout.write(f"{s.alias}: pool {config.name!r}, pgbouncer={config.pgbouncer!r}, "
                               f"serverless={config.serverless}, pool_size={config.pool_size}, "
-                              f"max_total={config.max_total}, query_timeout="
-                              f"{config.query_timeout}")
-            eps = [(ep, "") for z in config.topology.zones for ep in z.endpoints]
-            eps += [(z.direct, " (direct)") for z in config.topology.zones if z.direct]
-            for ep, tag in eps:
-                if not options["builtin"] and self._lab_doctor(ep, base):
-                    continue
-                self._builtin(config, ep, tag, base)
-
-    def _lab_doctor(self, ep: Endpoint, base: dict[str, Any]) -> bool:
-        try:
-            mod = importlib.import_module("zonal_lab.doctor")
-        except ImportError:
-            return False
-        user = ep.user or base.get("user") or ""
-        password = ep.password or base.get("password") or ""
-        cred = quote(str(user), safe="") + (":" + quote(str(password), safe="")
-                                            if password else "")
-        url = f"postgresql://{cred}@{ep.address}/{quote(str(base.get('dbname', '')), safe='')}"
-        try:
-            parser = argparse.ArgumentParser(prog="zonal doctor")
-            mod.add_arguments(parser)
-            return int(mod.run(parser.parse_args([url]))) in (0, 1)
-        except (Exception, SystemExit):
-            return False  # an interface we do not know: the built-in report instead
-
-    def _builtin(self, config: ZonalConfig, ep: Endpoint, tag: str,
-                 base: dict[str, Any]) -> None:
-        w = self.stdout.write
-        driver = PsycopgDriver(base, config)
-        try:
-            conn = driver.connect(ep, min(config.connect_timeout, 5.0))
-        except Exception as exc:
-            w(f"  zone {ep.zone} {ep.display()}{tag}: cannot connect: "
-              f"{safe_description(exc, [ep.password or '', str(base.get('password') or '')])}")
-            return
-        try:
-            report = server_report(conn)
-        finally:
-            conn.close()
-        w(f"  zone {ep.zone} {ep.display()}{tag}: " +
-          ", ".join(f"{k}={v}" for k, v in report.items()))
-        for line in advice(config, ep, report):
-            w(f"    - {line}")
+                              f"max_total={config.max_total}, "
+                              f"query_timeout={config.query_timeout}")
+        deployment = Deployment.of(config, instances=options["instances"])
+        done: list[dict[str, Any]] = []
+        for ep, direct in endpoints(config):
+            where = f"zone {ep.zone} {ep.display()}{' (direct)' if direct else ''}"
+            params = {k: v for k, v in s.params_for(ep).items() if k not in _NOT_FOR_DOCTOR}
+            secrets = secrets_of([params])
+            hidden.extend(secrets)
+            item: dict[str, Any] = {"zone": ep.zone, "endpoint": ep.display(), "direct": direct}
+            try:
+                report = diagnose(params, deployment=deployment,
+                                  connect_timeout=config.connect_timeout)
+            except DoctorError as exc:
+                unreachable.append(f"{ep.zone}/{ep.display()}")
+                item["error"] = str(exc)
+                if not as_json:
+                    self.stdout.write(f"\n{where}: cannot connect: {exc}")
+            else:
+                reports.append(report)
+                item["report"] = report.as_dict()
+                if not as_json:
+                    self.stdout.write(f"\n{where}:")
+                    write_report(report, self.stdout, verdict=False, hidden=secrets)
+            done.append(item)
+        return {**header, "endpoints": done}

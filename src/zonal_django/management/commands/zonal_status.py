@@ -3,6 +3,10 @@
 Opens one connection per alias through its pool (``--no-connect`` to skip) and
 probes every endpoint with a bounded connect (``--no-probe`` to skip), then prints a
 table per alias, or JSON with ``--json``.
+
+Exit status, so that it can gate a deploy: 0 every probe and the pool's connection
+succeeded; 1 an endpoint is down or the pool cannot connect (a wrong password fails
+both); 2 it could not run (an unknown or non-zonal alias, settings zonal refuses).
 """
 
 from __future__ import annotations
@@ -11,14 +15,18 @@ import json
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from zonal_core.config import ZonalConfig
 from zonal_core.pgerrors import safe_description
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.topology import Endpoint
-from zonal_django.conf import connect_params, is_zonal_engine
+from zonal_django.management.aliases import (
+    EXIT_FAILED,
+    alias_settings,
+    endpoints,
+    zonal_aliases,
+)
 
 
 def probe(driver: PsycopgDriver, ep: Endpoint, timeout: float) -> str:
@@ -27,7 +35,8 @@ def probe(driver: PsycopgDriver, ep: Endpoint, timeout: float) -> str:
     try:
         conn = driver.connect(ep, timeout)
     except Exception as exc:
-        return "down: " + safe_description(exc, [ep.password or ""])
+        return "down: " + safe_description(
+            exc, [ep.password or "", str(driver.base.get("password") or "")])
     try:
         return f"ok {1000 * (time.monotonic() - began):.1f} ms"
     finally:
@@ -35,7 +44,11 @@ def probe(driver: PsycopgDriver, ep: Endpoint, timeout: float) -> str:
 
 
 class Command(BaseCommand):
-    help = "Show each zonal database's zones: health, routing and pool figures."
+    help = ("Show each zonal database's zones: health, routing and pool figures. "
+            "Exit 0: all up; 1: an endpoint down or the pool cannot connect; "
+            "2: could not run.")
+    # Settings zonal refuses are exit 2 here; as system check errors they would be 1.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--database", action="append", help="alias (repeatable); "
@@ -47,21 +60,26 @@ class Command(BaseCommand):
                             help="do not probe each endpoint")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        aliases = options["database"] or [a for a in connections.settings
-                                          if is_zonal_engine(connections.settings[a])]
+        aliases = zonal_aliases(options["database"])
+        for alias in aliases:
+            alias_settings(alias)  # every alias usable, or exit 2 before any output
         report: dict[str, Any] = {}
         for alias in aliases:
             report[alias] = self._alias(alias, options)
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, default=str))
-            return
-        for alias, data in report.items():
-            self._table(alias, data)
+        else:
+            for alias, data in report.items():
+                self._table(alias, data)
+        failed = [f"{alias}: {', '.join(data['failed'])}"
+                  for alias, data in report.items() if data["failed"]]
+        if failed:
+            raise CommandError("; ".join(failed), returncode=EXIT_FAILED)
 
     def _alias(self, alias: str, options: dict[str, Any]) -> dict[str, Any]:
         conn = connections[alias]
-        params = conn.get_connection_params()
-        config: ZonalConfig = conn.zonal_plan(params).config
+        settings = alias_settings(alias)
+        config = settings.config
         pool = conn.zonal_pool
         error = None
         if not options["no_connect"]:
@@ -74,18 +92,19 @@ class Command(BaseCommand):
                 conn.close()
         probes: dict[str, str] = {}
         if not options["no_probe"]:
-            driver = PsycopgDriver({**connect_params(params), "autocommit": True}, config)
             timeout = min(config.connect_timeout, 2.0)
-            for zone in config.topology.zones:
-                for ep in zone.endpoints:
-                    probes[ep.key] = probe(driver, ep, timeout)
-                if zone.direct is not None:
-                    probes[zone.direct.key + " (direct)"] = probe(driver, zone.direct, timeout)
+            for ep, direct in endpoints(config):
+                key = ep.key + (" (direct)" if direct else "")
+                probes[key] = probe(settings.driver, ep, timeout)
+        failed = [f"probe {key} down" for key, result in probes.items()
+                  if not result.startswith("ok")]
+        if error:
+            failed.insert(0, "the pool cannot connect")
         stats = pool.stats()
         return {"pool": stats.name, "version": stats.version, "local_zone": stats.local_zone,
                 "preferred_zone": stats.preferred_zone, "pgbouncer": config.pgbouncer,
                 "serverless": config.serverless, "max_total": stats.max_total,
-                "error": error, "probes": probes,
+                "ok": not failed, "failed": failed, "error": error, "probes": probes,
                 "zones": {name: {"state": z.state, "preferred": z.preferred, "open": z.open,
                                  "idle": z.idle, "in_use": z.in_use, "max": z.max,
                                  "connects": z.connects, "connect_errors": z.connect_errors,
