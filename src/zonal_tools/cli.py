@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Protocol, cast
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+__all__ = ["COMMANDS", "REQUIRES", "Command", "MissingExtra", "build_parser", "main"]
 
 
 class Command(Protocol):
@@ -42,6 +43,27 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("demo", "zonal_lab.demo", "three local zones, a workload, a zone outage, live"),
 )
 """(name, module, help) of every subcommand, in the order ``zonal --help`` lists them."""
+
+REQUIRES: dict[str, tuple[tuple[str, ...], str]] = {
+    "doctor": (("psycopg",), "psycopg"),
+    "size": ((), ""),
+    "bench": (("psycopg", "sqlalchemy", "matplotlib"), "bench"),
+    "demo": (("psycopg", "sqlalchemy"), "lab"),
+}
+"""The modules each subcommand cannot run without, and the extra that brings them:
+checked before anything is imported or started, so a missing one is one line."""
+
+
+class MissingExtra(Exception):
+    """A subcommand's dependency is not installed."""
+
+
+def _check_installed(name: str) -> None:
+    modules, extra = REQUIRES.get(name, ((), ""))
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtra(f"zonal {name} needs {', '.join(missing)}, which is not "
+                           f'installed: pip install "zonal[{extra}]"')
 
 
 def _version() -> str:
@@ -71,6 +93,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name != wanted:
             continue
+        _check_installed(name)
         command = _load(module)
         command.add_arguments(command_parser)
         command_parser.set_defaults(_run=command.run)
@@ -80,7 +103,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zonal`` console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(args_list)
+    try:
+        parser = build_parser(args_list)
+    except MissingExtra as exc:
+        print(f"zonal: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(args_list)
     run = getattr(args, "_run", None)
     if run is None:

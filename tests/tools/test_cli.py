@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,10 +134,12 @@ def test_size_as_a_process() -> None:
     assert "must be a whole number, not 'lots'" in proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("zonal") is None, reason="zonal is not installed as a script")
 def test_console_script() -> None:
-    proc = subprocess.run(["zonal", "--version"], capture_output=True, text=True, timeout=30,
-                          check=False)
+    # installed next to the interpreter that runs the tests (pip install puts it there)
+    script = Path(sys.executable).parent / "zonal"
+    assert script.exists(), f"no console script at {script}: is zonal installed?"
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                          timeout=30, check=False)
     assert proc.returncode == 0
     assert proc.stdout.startswith("zonal ")
 
@@ -176,3 +178,26 @@ def test_doctor_as_a_process(zonal_lab: Any) -> None:
     assert "cannot connect" in proc.stderr
     assert "NotThePassword42" not in proc.stdout + proc.stderr
     assert lab.password not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("command", "hidden", "extra"), [
+    (["doctor", "postgresql://app@127.0.0.1:1/db"], "psycopg", "psycopg"),
+    (["demo", "--duration", "1"], "sqlalchemy", "lab"),
+    (["bench", "--quick"], "matplotlib", "bench"),
+])
+def test_a_missing_extra_is_one_line_and_exit_2_before_anything_starts(
+        command: list[str], hidden: str, extra: str) -> None:
+    """As after `pip install zonal` without the extra: no traceback, nothing started
+    (the demo would start three servers), the extra to install named."""
+    code = ("import sys, importlib.util as u\n"
+            f"real = u.find_spec\nu.find_spec = lambda n, *a: None if n == {hidden!r} "
+            "else real(n, *a)\n"
+            "from zonal_tools.cli import main\n"
+            f"sys.exit(main({command!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines == [f'zonal: zonal {command[0]} needs {hidden}, which is not installed: '
+                     f'pip install "zonal[{extra}]"'], out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
