@@ -39,7 +39,18 @@ _Key = tuple[object, ...]
 
 def pgbouncer_available() -> bool:
     """True if the lab can find a ``pgbouncer`` program."""
-    return find_pgbouncer() is not None
+    return _pgbouncer_missing() is None
+
+
+def _pgbouncer_missing() -> str | None:
+    """Why the lab has no PgBouncer, or None when it has one."""
+    try:
+        found = find_pgbouncer()
+    except LabError as exc:  # ZONAL_LAB_PGBOUNCER points at nothing: say so
+        return str(exc)
+    if found is None:
+        return "PgBouncer is not installed (apt-get install pgbouncer, or ZONAL_LAB_PGBOUNCER)"
+    return None
 
 
 def _missing(reason: str) -> None:
@@ -53,8 +64,10 @@ def _require(pgbouncer: bool) -> None:
         find_postgres()
     except LabError as exc:
         _missing(str(exc))
-    if pgbouncer and not pgbouncer_available():
-        _missing("PgBouncer is not installed (apt-get install pgbouncer, or ZONAL_LAB_PGBOUNCER)")
+    if pgbouncer:
+        reason = _pgbouncer_missing()
+        if reason is not None:
+            _missing(reason)
 
 
 def _frozen(settings: Mapping[str, object] | None) -> tuple[tuple[str, str], ...]:
