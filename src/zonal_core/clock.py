@@ -1,9 +1,10 @@
 """Time and randomness seams.
 
 Every decision that depends on time takes a :class:`Clock`; production reads
-``CLOCK_BOOTTIME`` (it keeps counting while the machine sleeps and while a frozen
-process is stopped, where ``CLOCK_MONOTONIC`` does not), tests drive a
-:class:`FakeClock`. Randomness goes through one :class:`Jitter` that tests seed.
+``CLOCK_BOOTTIME``, tests drive a :class:`FakeClock`. Both ``CLOCK_BOOTTIME`` and
+``CLOCK_MONOTONIC`` keep counting while a process is merely stopped or frozen (SIGSTOP,
+a serverless sandbox suspended by the cgroup freezer); only ``CLOCK_BOOTTIME`` also
+counts while the whole machine sleeps, which is why it is read where the OS has it. Randomness goes through one :class:`Jitter` that tests seed.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from zonal_core.topology import Endpoint
 
 __all__ = ["AsyncFakeDriver", "FakeConnection", "FakeDBError", "FakeDriver"]
 
-BEHAVIOURS = ("ok", "refuse", "hang", "busy", "auth", "error")
+BEHAVIOURS = ("ok", "refuse", "hang", "busy", "starting", "auth", "error")
 
 
 class FakeDBError(Exception):
@@ -121,10 +121,20 @@ class FakeDriver:
             raise TimeoutError(f"connection to {endpoint.address} timed out")
         if outcome == "refuse":
             raise FakeDBError(f"connection to {endpoint.address} failed: Connection refused")
+        # As psycopg reports them: connect-time server errors carry no SQLSTATE, only
+        # the server's message.
         if outcome == "busy":
-            raise FakeDBError("FATAL:  sorry, too many clients already", "53300")
+            raise FakeDBError(f"connection failed: connection to server at "
+                              f"{endpoint.address} failed: FATAL:  sorry, too many clients "
+                              "already")
+        if outcome == "starting":
+            raise FakeDBError(f"connection failed: connection to server at "
+                              f"{endpoint.address} failed: FATAL:  the database system is "
+                              "starting up")
         if outcome == "auth":
-            raise FakeDBError("FATAL:  password authentication failed for user \"app\"", "28P01")
+            raise FakeDBError(f"connection failed: connection to server at "
+                              f"{endpoint.address} failed: FATAL:  password authentication "
+                              "failed for user \"app\"")
         if outcome == "error":
             raise FakeDBError("something else went wrong")
         conn = FakeConnection(next(self._ids), endpoint)

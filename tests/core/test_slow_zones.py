@@ -311,3 +311,16 @@ def test_a_waiter_notified_once_does_not_spin() -> None:
     # handed a slot, its connect refused, it waits in line again: a handful of
     # waits (backoff rounds), not a busy loop on an event left set
     assert waits < 50
+
+
+def test_a_server_starting_up_is_retried_with_backoff_not_ejected() -> None:
+    """57P03 "the database system is starting up" (as psycopg reports it at connect:
+    the message, no SQLSTATE) is waited out inside the timeout, never a zone failure."""
+    pool, drv, clock = make(TWO, timeout=5)
+    drv.script("a", ["starting", "starting", "busy", "starting"])
+    t0 = clock.now()
+    assert pool.getconn().endpoint.zone == "a"  # no failover: the zone is fine
+    st = pool.stats().zones["a"]
+    assert (st.retries, st.connect_errors, st.ejections, st.state) == (4, 4, 0, "healthy")
+    assert clock.now() - t0 < 5
+    assert pool.stats().zones["b"].connects == 0

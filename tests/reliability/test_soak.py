@@ -216,7 +216,7 @@ def _start_django(lab: Any) -> subprocess.Popen[str] | None:
         import django  # noqa: F401
 
         import zonal_django.backends.postgresql.base  # noqa: F401
-    except Exception as e:  # the backend is another session's work in progress
+    except Exception as e:  # a broken backend is a failure of this test, not a skip
         pytest.fail(f"the Django backend does not import: {e}")
     spec = {"database": lab.database, "user": lab.user, "password": lab.password,
             "seconds": SECONDS, "threads": THREADS,

@@ -266,3 +266,29 @@ def test_one_zone_with_slow_connects_is_never_an_error(lab: Any) -> None:
         assert (st.connects, st.connect_errors, st.state) == (5, 0, "healthy")
     finally:
         engine.dispose()
+
+
+def test_a_real_server_restarting_fails_no_checkout(lab: Any, zone_figure: Any) -> None:
+    """One zone, killed then started again while requests come in: refused, then
+    "starting up" (crash recovery), then served; no request fails within its timeout."""
+    cfg = {"pool_timeout": 15.0, "connect_timeout": 2.0}
+    engine = create_engine(url_of(lab), poolclass=ZonalPool,
+                           zones={"a": lab.zones(pgbouncer=False)["a"]}, **cfg)
+    try:
+        _port(engine)
+        engine.pool.trim(0)
+        lab["a"].kill()
+        starter = threading.Timer(0.5, lab["a"].start)
+        starter.start()
+        t0 = time.monotonic()
+        assert _port(engine) == lab["a"].postgres.port
+        took = time.monotonic() - t0
+        starter.join(30)
+        st = engine.pool.stats().zones["a"]
+        zone_figure(f"one zone killed and restarted: the next request waited {took:.2f} s "
+                    f"({st.connect_errors} refused or starting-up connects, {st.retries} "
+                    f"retried as busy), 0 errors, ejections {st.ejections}")
+        assert st.connect_errors > 0 and st.ejections == 0
+        assert took < cfg["pool_timeout"]
+    finally:
+        engine.dispose()
