@@ -4,7 +4,8 @@ Every decision that depends on time takes a :class:`Clock`; production reads
 ``CLOCK_BOOTTIME``, tests drive a :class:`FakeClock`. Both ``CLOCK_BOOTTIME`` and
 ``CLOCK_MONOTONIC`` keep counting while a process is merely stopped or frozen (SIGSTOP,
 a serverless sandbox suspended by the cgroup freezer); only ``CLOCK_BOOTTIME`` also
-counts while the whole machine sleeps, which is why it is read where the OS has it. Randomness goes through one :class:`Jitter` that tests seed.
+counts while the whole machine sleeps, which is why it is read where the OS has it.
+Randomness goes through one :class:`Jitter` that tests seed.
 """
 
 from __future__ import annotations
