@@ -75,7 +75,7 @@ _CONFIG_MESSAGES = re.compile(
     r"invalid connection option|invalid sslmode value|invalid [a-z_ ]+ value"
     r"|missing \"=\" after|invalid uri|invalid integer value|invalid port number"
     r"|database \"[^\"]*\" does not exist|unrecognized configuration parameter"
-    r"|no such database"  # PgBouncer's word for it
+    r"|no such database|unsupported startup parameter"  # PgBouncer's words for them
     r"|root certificate file .* does not exist|could not read root certificate file"
     r"|certificate present, but not private key|could not load private key file"
     r"|could not open certificate file|private key file .* has group or world access"

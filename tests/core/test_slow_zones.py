@@ -122,6 +122,7 @@ def test_every_endpoint_ejected_means_all_are_tried_concurrently() -> None:
     FakeDBError('invalid connection option "sslmdoe"'),
     FakeDBError('connection failed: FATAL:  database "nope" does not exist'),
     FakeDBError("connection is bad: invalid sslmode value: \"requir\""),
+    FakeDBError("connection failed: FATAL:  unsupported startup parameter: options"),
     TypeError("'<' not supported between instances of 'str' and 'int'"),
     not_a_zone_failure(RuntimeError("a user's connect hook failed")),
 ])

@@ -71,6 +71,59 @@ def test_committed_work_through_pgbouncer_has_no_prepared_statement_errors() -> 
     assert connection.connection is None or connection.connection.prepare_threshold is None
 
 
+def _committed_work_from_threads(options: dict[str, Any], alias: str, threads: int = 4,
+                                 n: int = 100) -> tuple[int, list[str]]:
+    """``threads`` Django connections (one wrapper each, one pool) commit ``n`` small
+    transactions each through PgBouncer; returns the errors and a sample."""
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        w = wrapper(alias, OPTIONS=options)
+        for i in range(n):
+            try:
+                w.ensure_connection()
+                w.set_autocommit(False)
+                with w.cursor() as c:
+                    c.execute("SELECT %s::int + 1", [i])
+                    c.fetchone()
+                w.commit()
+            except Exception as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            finally:
+                w.close()
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not any(t.is_alive() for t in ts)
+    return len(errors), errors[:3]
+
+
+@pytest.mark.usefixtures("db_access")
+def test_threads_committing_through_pgbouncer_need_zonals_setting() -> None:
+    """4 threads of committed work through PgBouncer in transaction mode: 0 errors with
+    zonal's pgbouncer="transaction"; with psycopg preparing statements (the negative
+    control: zonal told nothing of PgBouncer, prepare_threshold=0) the prepared
+    statements of one client meet another's server session and fail."""
+    # server-side binding: psycopg's own parameters, so psycopg prepares statements
+    # (Django's default client-side binding never prepares anything)
+    ok, _ = _committed_work_from_threads({"zonal": zonal_opts(), "server_side_binding": True},
+                                         "zt_pgb_safe")
+    bad, sample = _committed_work_from_threads(
+        # (serverless off too: its startup options are for a server, PgBouncer refuses them)
+        {"zonal": zonal_opts(pgbouncer=False, serverless=False), "prepare_threshold": 0,
+         "server_side_binding": True},
+        "zt_pgb_prepared")
+    print(f"through PgBouncer, 4 threads x 100 commits: {ok} errors with zonal's setting, "
+          f"{bad} with prepares on ({sample})")
+    assert ok == 0
+    assert bad > 0 and any("prepared statement" in e or "bind" in e for e in sample), sample
+
+
 @pytest.mark.django_db
 def test_set_is_refused_naming_set_local_and_tracked_settings_pass() -> None:
     with connection.cursor() as cursor:
