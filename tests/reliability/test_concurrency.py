@@ -93,6 +93,10 @@ def _check_sane(waits: list[list[float]], max_wait: float) -> None:
     assert max_wait < 20.0
     totals = [sum(ws) for ws in waits]
     assert max(totals) < 30.0
+    # Fairness, the bound docs/reliability.md states: with FIFO hand-off every thread
+    # waits about as long in total (measured within 12%); a LIFO hand-off or a
+    # newcomer overtaking the line leaves some threads far behind.
+    assert max(totals) <= 2.0 * min(totals), (min(totals), max(totals))
 
 
 def test_64_threads_on_a_pool_of_4_core() -> None:

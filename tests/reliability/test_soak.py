@@ -204,7 +204,10 @@ def test_chaos_soak(zonal_lab: Any) -> None:
         assert dj.hung == 0, f"{dj.hung} Django threads hung"
         assert all(s["in_use"] == 0 and s["waiting"] == 0 for s in dj_stats.values()), dj_stats
     assert not problems, "\n".join(problems[:40])
-    assert sa.slowest < 30, "a unit of work took far longer than its timeouts allow"
+    # a unit is a checkout (at most timeout), two statements and a COMMIT (each at most
+    # query_timeout), plus a stated 3 s for a loaded machine
+    bound = POOL["timeout"] + 3 * POOL["query_timeout"] + 3.0
+    assert sa.slowest <= bound, f"a unit of work took {sa.slowest:.1f} s (bound {bound:g} s)"
     # the soak did something: faults of every kind over a long run, and progress
     assert len(sa.acked) > 100
     if SECONDS >= 60:
