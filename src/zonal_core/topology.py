@@ -10,6 +10,13 @@ its endpoints (PgBouncer or PostgreSQL addresses), a priority and an optional
 >>> [str(e) for e in topo.zone("b").endpoints]
 ['[::1]:6432', 'db-b:5432']
 
+A host starting with ``/`` is a Unix-socket directory (libpq's rule): the server's
+socket is the file ``.s.PGSQL.<port>`` in it. Only a final ``:<digits>`` is a port,
+so Cloud SQL's ``/cloudsql/project:region:instance`` needs none:
+
+>>> [e.address for e in Topology.parse({"c": "/cloudsql/p:r:i", "d": "/tmp:5433"}).endpoints]
+['/cloudsql/p:r:i:5432', '/tmp:5433']
+
 Every malformed value raises :class:`~zonal_core.errors.ZonalConfigError` naming its
 place (``zones['b'][1]``) and the fix; no message, repr or str holds a password.
 """
@@ -25,7 +32,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from .errors import ZonalConfigError
 from .secrets import MASK, redact
@@ -50,6 +57,8 @@ _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _URL_SCHEME = re.compile(r"postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
 _MAX_TEXT = 2048  # no endpoint or parameter is longer; bounds the work on junk input
 _MAX_PRIORITY = 1_000_000
+_MAX_SOCKET_PATH = 107  # bytes of sockaddr_un.sun_path (108 on Linux) without its NUL
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # Parameters that zonal sets itself or that belong to the endpoint string: allowing
 # them in `params` would be a silent conflict.
@@ -189,6 +198,8 @@ def _check_host(host: object, where: str) -> str:
         raise ZonalConfigError(where, f"host must be a string, not {_kind(host)}")
     if not host:
         raise ZonalConfigError(where, "has no host", fix="write 'host:port'")
+    if host.startswith("/"):
+        return _check_socket_dir(host, where)
     if ":" in host:
         try:
             return ipaddress.IPv6Address(host).compressed
@@ -202,9 +213,53 @@ def _check_host(host: object, where: str) -> str:
         raise ZonalConfigError(
             where,
             "host is not a valid host name or address",
-            fix="use a DNS name, an IPv4 address or '[IPv6]' (Unix sockets are not supported)",
+            fix="use a DNS name, an IPv4 address, '[IPv6]' or the absolute path of a "
+            "Unix-socket directory ('/var/run/postgresql')",
         )
     return host
+
+
+def _check_socket_dir(path: str, where: str) -> str:
+    """A Unix-socket directory: absolute, one path libpq can use; normalized (no
+    repeated or trailing ``/``). Need not exist yet."""
+    fix = "write the absolute path of the directory, e.g. '/var/run/postgresql'"
+    if len(path) > _MAX_TEXT:
+        raise ZonalConfigError(where, f"the socket directory is longer than {_MAX_TEXT} "
+                               "characters", fix=fix)
+    if _CONTROL.search(path):
+        raise ZonalConfigError(where, "the socket directory holds a control character "
+                               "(NUL, newline, ...)", fix=fix)
+    if "," in path:
+        # libpq reads a ',' in host as a list of hosts
+        raise ZonalConfigError(where, "the socket directory holds ',', which libpq reads as "
+                               "a list of hosts", fix="list each endpoint on its own, or use "
+                               "a path without ',' (a symlink to the directory works)")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ZonalConfigError(where, "the socket directory is not valid text", fix=fix) from None
+    normalized = re.sub(r"/{2,}", "/", path)
+    return normalized.rstrip("/") or "/"
+
+
+def socket_file(directory: str, port: int) -> str:
+    """The socket a server on ``port`` listens on in ``directory`` (libpq's name).
+
+    >>> socket_file("/var/run/postgresql", 5432)
+    '/var/run/postgresql/.s.PGSQL.5432'
+    """
+    return f"{directory.rstrip('/')}/.s.PGSQL.{port}"
+
+
+def _check_socket_length(directory: str, port: int, where: str) -> None:
+    size = len(socket_file(directory, port).encode("utf-8"))
+    if size > _MAX_SOCKET_PATH:
+        raise ZonalConfigError(
+            where,
+            f"the socket path (directory + '/.s.PGSQL.{port}') is {size} bytes; a Unix "
+            f"socket path holds at most {_MAX_SOCKET_PATH} (sun_path)",
+            fix="use a shorter directory: a symlink to it works, e.g. "
+                "'ln -s <directory> /tmp/pg' and zones={...: '/tmp/pg'}")
 
 
 def _check_port(port: object, where: str) -> int:
@@ -275,14 +330,19 @@ def _check_params(value: object, where: str) -> Params:
 class Endpoint:
     """One address of a zone: ``host:port``, with optional credentials and params.
 
-    ``host`` holds IPv6 addresses without brackets; :attr:`address` adds them. The
-    password never appears in the repr or str.
+    ``host`` holds IPv6 addresses without brackets; :attr:`address` adds them. A host
+    starting with ``/`` is a Unix-socket directory (:attr:`is_socket`); its
+    :attr:`address` is ``directory:port``, the port always written, so it parses
+    back to the same endpoint. The password never appears in the repr or str.
 
     >>> e = Endpoint("a", "::1", 6432, user="app", password="secret")
     >>> e.address, e.key, str(e)
     ('[::1]:6432', 'a/[::1]:6432', '[::1]:6432')
     >>> "secret" in repr(e)
     False
+    >>> s = Endpoint("a", "/cloudsql/p:r:i", 5432)
+    >>> s.is_socket, s.address, s.socket_path
+    (True, '/cloudsql/p:r:i:5432', '/cloudsql/p:r:i/.s.PGSQL.5432')
     """
 
     zone: str
@@ -300,6 +360,8 @@ class Endpoint:
         set_(self, "zone", _check_zone_name(self.zone, "endpoint.zone"))
         set_(self, "host", _check_host(self.host, "endpoint.host"))
         set_(self, "port", _check_port(self.port, "endpoint.port"))
+        if self.host.startswith("/"):
+            _check_socket_length(self.host, self.port, "endpoint.host")
         if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
             raise ZonalConfigError("endpoint.index", "must be a whole number >= 0")
         set_(self, "user", _check_optional_text(self.user, "user", "endpoint.user"))
@@ -307,15 +369,33 @@ class Endpoint:
         set_(self, "params", _check_params(self.params, "endpoint.params"))
 
     @property
+    def is_socket(self) -> bool:
+        """True when :attr:`host` is a Unix-socket directory (it starts with ``/``)."""
+        return self.host.startswith("/")
+
+    @property
+    def socket_path(self) -> str | None:
+        """The socket file, ``directory/.s.PGSQL.<port>``, of a socket endpoint."""
+        return socket_file(self.host, self.port) if self.is_socket else None
+
+    @property
+    def ident(self) -> tuple[str, int]:
+        """What makes two endpoints the same server: host names compare without
+        case, socket directories with it."""
+        return (self.host if self.is_socket else self.host.lower(), self.port)
+
+    @property
     def address(self) -> str:
-        """``host:port``, with brackets around an IPv6 host: ``[::1]:5432``."""
-        if ":" in self.host:
+        """``host:port``, with brackets around an IPv6 host: ``[::1]:5432``; a socket
+        directory and its port: ``/var/run/postgresql:5432``."""
+        if ":" in self.host and not self.is_socket:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
     @property
     def key(self) -> str:
-        """``zone/host:port``: unique within a topology, fit for a metric label."""
+        """``zone/host:port`` (``zone//socket/dir:port``): unique within a topology,
+        fit for a metric label."""
         return f"{self.zone}/{self.address}"
 
     def display(self) -> str:
@@ -361,13 +441,13 @@ class Zone:
                 )
         seen: set[tuple[str, int]] = set()
         for ep in eps:
-            if (ep.host.lower(), ep.port) in seen:
+            if ep.ident in seen:
                 raise ZonalConfigError(
                     f"{where}[{ep.index}]",
                     f"{ep.address} is listed twice",
                     fix="list each endpoint once",
                 )
-            seen.add((ep.host.lower(), ep.port))
+            seen.add(ep.ident)
         object.__setattr__(self, "priority", _check_priority(self.priority, f"{where}['priority']"))
         object.__setattr__(self, "endpoints", eps)
 
@@ -400,7 +480,7 @@ class Topology:
                 raise ZonalConfigError(f"zones[{_key(zone.name)}]", "is listed twice")
             names.add(zone.name)
             for ep in zone.endpoints:
-                other = owner.setdefault((ep.host.lower(), ep.port), zone.name)
+                other = owner.setdefault(ep.ident, zone.name)
                 if other != zone.name:
                     raise ZonalConfigError(
                         f"zones[{_key(zone.name)}][{ep.index}]",
@@ -470,8 +550,12 @@ class Topology:
 
         Endpoints: ``host:port``, ``host`` (port 5432), ``[::1]:5432``,
         ``user:pass@host:port``, ``postgresql://user:pass@host:port/...`` (only user,
-        password, host and port are taken), or a mapping with ``host``, ``port``,
-        ``user``, ``password``, ``params``.
+        password, host and port are taken, ``host`` and ``port`` also from the query
+        string), or a mapping with ``host``, ``port``, ``user``, ``password``,
+        ``params``. A Unix-socket directory: ``/var/run/postgresql``,
+        ``/var/run/postgresql:5433``, ``user:pass@/cloudsql/proj:region:inst`` (only a
+        final ``:<digits>`` is a port), ``postgresql://user@/db?host=/dir&port=5433``,
+        or the mapping ``{"host": "/dir", "port": 5433}`` (the host taken as is).
         """
         return parse_topology(value)
 
@@ -610,7 +694,7 @@ def _parse_zones(zones: Mapping[Any, Any], field: str, version: object) -> Topol
     for position, (name, spec) in enumerate(zones.items()):
         zone, paths = _parse_zone(name, spec, position, f"{field}[{_key(name)}]")
         for ep, path in zip(zone.endpoints, paths, strict=True):
-            other = owner.setdefault((ep.host.lower(), ep.port), zone.name)
+            other = owner.setdefault(ep.ident, zone.name)
             if other != zone.name:
                 raise ZonalConfigError(
                     path,
@@ -666,11 +750,11 @@ def _parse_zone(
     seen: set[tuple[str, int]] = set()
     for i, (raw, path) in enumerate(zip(raw_items, paths, strict=True)):
         ep = _parse_endpoint(name, raw, i, path, params)
-        if (ep.host.lower(), ep.port) in seen:
+        if ep.ident in seen:
             raise ZonalConfigError(
                 path, f"{ep.address} is listed twice in zone {_key(name)}", fix="list it once"
             )
-        seen.add((ep.host.lower(), ep.port))
+        seen.add(ep.ident)
         endpoints.append(ep)
     return Zone(name, tuple(endpoints), priority, direct), paths
 
@@ -719,10 +803,14 @@ def _parse_endpoint(
             f"an endpoint must be a string 'host:port', not {_kind(raw)}",
             fix="'10.0.1.5:6432'",
         )
+    good_host = _check_host(host, where)
+    good_port = _check_port(port, where)
+    if good_host.startswith("/"):
+        _check_socket_length(good_host, good_port, where)
     return Endpoint(
         zone=zone,
-        host=_check_host(host, where),
-        port=_check_port(port, where),
+        host=good_host,
+        port=good_port,
         index=index,
         user=user,
         password=password,
@@ -731,7 +819,8 @@ def _parse_endpoint(
 
 
 def _split_endpoint(text: str, where: str) -> tuple[str, str | int, str | None, str | None]:
-    """``[user[:password]@]host[:port]`` or a postgresql:// URL, split up.
+    """``[user[:password]@]host[:port]``, ``[user[:password]@]/socket/dir[:port]`` or a
+    postgresql:// URL, split up.
 
     The text is never echoed in an error: it may hold a password.
     """
@@ -742,35 +831,94 @@ def _split_endpoint(text: str, where: str) -> tuple[str, str | int, str | None, 
         raise ZonalConfigError(where, f"is longer than {_MAX_TEXT} characters")
     scheme = _URL_SCHEME.match(s)
     if scheme:
-        rest = s[scheme.end() :]
-        netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        user, password = unquote(user), unquote(password)
-        if "," in hostport:
-            raise ZonalConfigError(
-                where,
-                "a URL with several hosts is not one endpoint",
-                fix="list each host as its own endpoint",
-            )
-    else:
-        if "://" in s:
-            raise ZonalConfigError(
-                where, "only postgresql:// URLs are accepted", fix="'postgresql://host:5432'"
-            )
-        userinfo, _, hostport = s.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        if hostport.startswith("/"):
-            raise ZonalConfigError(
-                where, "Unix socket paths are not supported", fix="use 'host:port'"
-            )
-        if re.search(r"[/?#\s]", hostport):
-            raise ZonalConfigError(
-                where,
-                "is not 'host:port' (a path, query or space follows the host)",
-                fix="write 'host:port', or a full 'postgresql://host:port/db' URL",
-            )
+        return _split_url(s[scheme.end() :], where)
+    if "://" in s:
+        raise ZonalConfigError(
+            where, "only postgresql:// URLs are accepted", fix="'postgresql://host:5432'"
+        )
+    # The last '@' ends the userinfo, so a password may hold '@' (and '/').
+    userinfo, _, hostport = s.rpartition("@")
+    if s.startswith("/"):
+        userinfo, hostport = "", s  # a socket directory, '@' and all
+    elif not hostport.startswith("/") and "@/" in s:
+        # A socket directory holding '@': what follows the last '@' is no host
+        # ('b/sock' of 'app@/run/a@b/sock'), or the user name would hold '@/'
+        # ('app@/run/pg@main'). (With a password, 'app:pw@/run/pg@main' stays
+        # host 'main': write such a directory in the mapping form.)
+        if "/" in hostport:
+            userinfo, _, tail = s.rpartition("@/")
+            hostport = "/" + tail
+        elif "@/" in userinfo.partition(":")[0]:
+            userinfo, _, tail = s.partition("@/")
+            hostport = "/" + tail
+    user, _, password = userinfo.partition(":")
+    if hostport.startswith("/"):
+        host, port = _split_socket(hostport, where)
+        return host, port, user or None, password or None
+    if re.search(r"[/?#\s]", hostport):
+        raise ZonalConfigError(
+            where,
+            "is not 'host:port' (a path, query or space follows the host)",
+            fix="write 'host:port', a full 'postgresql://host:port/db' URL, or a "
+                "Unix-socket directory starting with '/'",
+        )
     host, port = _split_hostport(hostport, where)
+    return host, port, user or None, password or None
+
+
+def _split_socket(text: str, where: str) -> tuple[str, str | int]:
+    """``/dir`` or ``/dir:port``: only a final ``:<digits>`` is a port (a Cloud SQL
+    directory, ``/cloudsql/project:region:instance``, holds colons)."""
+    if text.endswith(":"):
+        raise ZonalConfigError(where, "has ':' but no port",
+                               fix="'/var/run/postgresql:5433', or just the directory")
+    match = re.fullmatch(r"(.*):([0-9]+)", text, re.DOTALL)
+    if match is None:
+        return text, DEFAULT_PORT
+    return match[1], match[2]
+
+
+def _split_url(rest: str, where: str) -> tuple[str, str | int, str | None, str | None]:
+    """What follows ``postgresql://``. A host (and port) in the query string, as libpq
+    takes them (``postgresql://app@/db?host=/var/run/postgresql``), or a
+    percent-encoded socket directory as the host (``postgresql://%2Ftmp:5433/db``)."""
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
+    query = rest.partition("#")[0].partition("?")[2]
+    pairs = parse_qsl(query, keep_blank_values=True)
+    hosts = [v for k, v in pairs if k == "host"]
+    ports = [v for k, v in pairs if k == "port"]
+    if "," in hostport or len(hosts) > 1 or any("," in h for h in hosts):
+        raise ZonalConfigError(
+            where,
+            "a URL with several hosts is not one endpoint",
+            fix="list each host as its own endpoint",
+        )
+    if hosts:
+        netloc_host, colon, netloc_port = hostport.partition(":")
+        if netloc_host:
+            raise ZonalConfigError(
+                where, "the URL names a host twice (before the path and in ?host=)",
+                fix="keep one: 'postgresql://user@/db?host=/var/run/postgresql'")
+        host = hosts[0]
+        if not host:
+            raise ZonalConfigError(where, "has an empty ?host=", fix="?host=/var/run/postgresql")
+        port: str | int = ports[-1] if ports else (netloc_port if colon else DEFAULT_PORT)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return host, port, user or None, password or None
+    if hostport[:3].upper() == "%2F":
+        # libpq splits host and port before decoding: ':' in the directory is '%3A'
+        raw_host, colon, raw_port = hostport.partition(":")
+        port = raw_port if colon else DEFAULT_PORT
+        if ports:
+            port = ports[-1]
+        return unquote(raw_host), port, user or None, password or None
+    host, port = _split_hostport(hostport, where)
+    if ports:
+        port = ports[-1]
     return host, port, user or None, password or None
 
 

@@ -76,6 +76,204 @@ def test_single_endpoint_mapping_as_zone() -> None:
     assert ep.address == "h:6432"
 
 
+# -- Unix-socket directories ------------------------------------------------------------
+
+CLOUD_SQL = "/cloudsql/my-project:europe-west1:main-db"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "user", "password"),
+    [
+        ("/var/run/postgresql", "/var/run/postgresql", DEFAULT_PORT, None, None),
+        ("/var/run/postgresql:5433", "/var/run/postgresql", 5433, None, None),
+        ("  /var/run/postgresql/  ", "/var/run/postgresql", DEFAULT_PORT, None, None),
+        ("//tmp//pg", "/tmp/pg", DEFAULT_PORT, None, None),
+        ("/", "/", DEFAULT_PORT, None, None),
+        (CLOUD_SQL, CLOUD_SQL, DEFAULT_PORT, None, None),
+        (f"{CLOUD_SQL}:5432", CLOUD_SQL, 5432, None, None),
+        (f"{CLOUD_SQL}:6432", CLOUD_SQL, 6432, None, None),
+        ("/run/dir with space:7", "/run/dir with space", 7, None, None),
+        ("/run/pg@main", "/run/pg@main", DEFAULT_PORT, None, None),
+        ("app@/tmp", "/tmp", DEFAULT_PORT, "app", None),
+        ("app:pw@/tmp:5433", "/tmp", 5433, "app", "pw"),
+        (f"app:pw@{CLOUD_SQL}", CLOUD_SQL, DEFAULT_PORT, "app", "pw"),
+        ("app:p@ss/w:x@/tmp", "/tmp", DEFAULT_PORT, "app", "p@ss/w:x"),
+        ("app@/run/a@b/sock", "/run/a@b/sock", DEFAULT_PORT, "app", None),
+        ("app@/run/pg@main:5433", "/run/pg@main", 5433, "app", None),
+        ("app:p@/ss@/run/pg", "/run/pg", DEFAULT_PORT, "app", "p@/ss"),
+        ("postgresql://app:pw@/db?host=/var/run/postgresql&port=5433",
+         "/var/run/postgresql", 5433, "app", "pw"),
+        ("postgresql://app@/db?host=/var/run/postgresql", "/var/run/postgresql",
+         DEFAULT_PORT, "app", None),
+        ("postgresql://app@:5433/db?host=/tmp", "/tmp", 5433, "app", None),
+        (f"postgresql://app@/db?host={CLOUD_SQL}", CLOUD_SQL, DEFAULT_PORT, "app", None),
+        ("postgresql://%2Fvar%2Frun%2Fpostgresql:5433/db", "/var/run/postgresql", 5433, None,
+         None),
+        ("postgresql://app@%2Fcloudsql%2Fp%3Ar%3Ai/db", "/cloudsql/p:r:i", DEFAULT_PORT,
+         "app", None),
+        # libpq takes ?host= as it is: only the zone string form splits off a port
+        ("postgresql:///db?host=/tmp:5433", "/tmp:5433", DEFAULT_PORT, None, None),
+    ],
+)
+def test_socket_directory_strings(
+    text: str, host: str, port: int, user: str | None, password: str | None
+) -> None:
+    (ep,) = parse({"a": text}).endpoints
+    assert (ep.host, ep.port, ep.user, ep.password) == (host, port, user, password)
+    assert ep.is_socket
+    assert ep.socket_path == f"{host.rstrip('/')}/.s.PGSQL.{port}"
+
+
+def test_socket_directory_mapping_form_takes_the_host_as_it_is() -> None:
+    topo = parse({
+        "a": {"host": "/var/run/postgresql", "port": 5433, "user": "app", "password": SECRET},
+        "b": {"host": CLOUD_SQL},
+        "c": {"host": "/odd/dir:5433", "port": "6000"},  # a directory whose name ends so
+    })
+    a, b, c = topo.endpoints
+    assert (a.host, a.port, a.user, a.password) == ("/var/run/postgresql", 5433, "app", SECRET)
+    assert (b.host, b.port) == (CLOUD_SQL, DEFAULT_PORT)
+    assert (c.host, c.port) == ("/odd/dir:5433", 6000)
+
+
+def test_socket_endpoints_need_not_exist_at_config_time() -> None:
+    (ep,) = parse({"a": "/no/such/directory/anywhere"}).endpoints
+    assert ep.socket_path == "/no/such/directory/anywhere/.s.PGSQL.5432"
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [("/var/run/postgresql", 5432), ("/tmp", 6432), (CLOUD_SQL, 5432), (CLOUD_SQL, 1),
+     ("/odd/dir:5433", 6000), ("/run/pg@main", 5432), ("/", 5432), ("/d i r", 7)],
+)
+def test_socket_endpoint_round_trips(host: str, port: int) -> None:
+    ep = Endpoint("a", host, port, user="app", password=SECRET)
+    assert ep.address == f"{host}:{port}"
+    assert ep.key == f"a/{host}:{port}"
+    assert str(ep) == ep.address
+    # parse(address) gives the same endpoint; so do display() (no password) and as_dict
+    (back,) = parse({"a": ep.address}).endpoints
+    assert (back.host, back.port) == (host, port)
+    assert Topology.parse(ep.address).endpoints[0].ident == ep.ident  # the "default" zone
+    (shown,) = parse({"a": Endpoint("a", host, port, user="app").display()}).endpoints
+    assert (shown.host, shown.port, shown.user) == (host, port, "app")
+    for text in (repr(ep), str(ep), ep.display(), ep.key, str(Topology((Zone("a", (ep,)),))),
+                 str(Topology((Zone("a", (ep,)),)).as_dict())):
+        assert SECRET not in text
+    assert ep.display() == f"app:***@{host}:{port}"
+    plain = Topology((Zone("a", (Endpoint("a", host, port),)),))
+    assert parse(plain.as_dict()) == plain
+    tuned = Endpoint("a", host, port, params={"sslmode": "disable"})
+    with_params = Topology((Zone("a", (tuned,)),))
+    assert parse(with_params.as_dict()) == with_params
+
+
+def test_mixed_socket_ipv6_and_tcp_topology_round_trips() -> None:
+    topo = parse({
+        "version": "v9",
+        "zones": {
+            "a": {"endpoints": [CLOUD_SQL, "/var/run/postgresql:5433"], "direct": "/tmp"},
+            "b": ["[2001:db8::1]:6432", "db-b"],
+            "c": {"endpoints": [
+                {"host": "/run/c", "port": 6000, "params": {"sslmode": "disable"}}]},
+        },
+    })
+    assert [e.address for e in topo.endpoints] == [
+        f"{CLOUD_SQL}:5432", "/var/run/postgresql:5433", "[2001:db8::1]:6432", "db-b:5432",
+        "/run/c:6000"]
+    assert [e.is_socket for e in topo.endpoints] == [True, True, False, False, True]
+    assert topo.zone("a").direct is not None and topo.zone("a").direct.address == "/tmp:5432"
+    assert parse(topo.as_dict()) == topo
+    assert pickle.loads(pickle.dumps(topo)) == topo
+    # TCP and IPv6 keep their forms
+    assert Endpoint("b", "::1", 1).address == "[::1]:1"
+    assert Endpoint("b", "DB-B", 1).ident == ("db-b", 1)
+
+
+def test_a_password_holding_at_slash_keeps_its_tcp_host() -> None:
+    # the last '@' ends the userinfo: TCP endpoints read as they always did
+    (ep,) = parse({"a": "app:p@/x@h:1"}).endpoints
+    assert (ep.host, ep.port, ep.password) == ("h", 1, "p@/x")
+    (ep,) = parse({"a": "app:pw@/run/pg@main"}).endpoints  # (a directory: mapping form)
+    assert (ep.host, ep.password) == ("main", "pw@/run/pg")
+
+
+def test_socket_directories_compare_with_case_and_after_normalizing() -> None:
+    parse({"a": ["/tmp/pg", "/TMP/pg"]})  # two directories
+    with pytest.raises(ZonalConfigError, match=r"listed twice") as info:
+        parse({"a": ["/tmp/pg", "/tmp//pg/"]})
+    assert info.value.field == "zones['a'][1]"
+    with pytest.raises(ZonalConfigError, match=r"also an endpoint of zone 'a'"):
+        parse({"a": "/tmp:5433", "b": {"host": "/tmp", "port": 5433}})
+    parse({"a": "/tmp:5433", "b": "/tmp:5434"})  # another port, another socket
+
+
+def _socket_dir(total: int, port: int = 5432) -> str:
+    """A directory whose socket path (dir + '/.s.PGSQL.<port>') is ``total`` bytes."""
+    tail = len(f"/.s.PGSQL.{port}")
+    return "/" + "d" * (total - tail - 1)
+
+
+def test_socket_path_limit_is_sun_path() -> None:
+    ok = _socket_dir(107)
+    (ep,) = parse({"a": ok}).endpoints
+    assert ep.socket_path is not None and len(ep.socket_path) == 107
+    parse({"a": {"host": _socket_dir(107, 6), "port": 6}})
+    for value in ({"a": _socket_dir(108)}, {"a": f"app:{SECRET}@{_socket_dir(108)}"},
+                  {"a": {"host": _socket_dir(107), "port": 65535}},
+                  {"a": f"{_socket_dir(107, 5432)}:65535"}):
+        with pytest.raises(ZonalConfigError) as info:
+            parse(value)
+        assert info.value.field == "zones['a']"
+        assert "108 bytes" in info.value.problem and "at most 107" in info.value.problem
+        assert info.value.fix is not None and "shorter directory" in info.value.fix
+        assert SECRET not in str(info.value)
+    # multibyte characters count as bytes
+    with pytest.raises(ZonalConfigError, match="at most 107"):
+        parse({"a": "/" + "é" * 50})
+    with pytest.raises(ZonalConfigError, match="at most 107") as direct:
+        Endpoint("a", _socket_dir(108), 5432)
+    assert direct.value.field == "endpoint.host"
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "words"),
+    [
+        ({"a": "/tmp\x00x"}, "zones['a']", "control character"),
+        ({"a": "/tmp/\nx"}, "zones['a']", "control character"),
+        ({"a": {"host": "/tmp\x00"}}, "zones['a']", "control character"),
+        ({"a": "/a,/b"}, "zones['a']", "list of hosts"),
+        ({"a": "/tmp:"}, "zones['a']", "no port"),
+        ({"a": "/tmp:0"}, "zones['a']", "1 to 65535"),
+        ({"a": "/tmp:123456"}, "zones['a']", "whole number"),
+        ({"a": "var/run/postgresql"}, "zones['a']", "host"),
+        ({"a": "app@var/run/postgresql"}, "zones['a']", "host"),
+        ({"a": {"host": "var/run/postgresql"}}, "zones['a']", "not a valid host"),
+        ({"a": "/" + "\udcff"}, "zones['a']", "not valid text"),
+        ({"a": "postgresql://h1/db?host=/tmp"}, "zones['a']", "names a host twice"),
+        ({"a": "postgresql:///db?host=/a&host=/b"}, "zones['a']", "several hosts"),
+        ({"a": "postgresql:///db?host=/a,/b"}, "zones['a']", "several hosts"),
+        ({"a": "postgresql:///db?host="}, "zones['a']", "empty ?host="),
+        ({"a": ["/tmp", "ok:1", "/tmp:5432"]}, "zones['a'][2]", "listed twice"),
+    ],
+)
+def test_bad_socket_directories(value: Any, field: str, words: str) -> None:
+    with pytest.raises(ZonalConfigError) as info:
+        parse(value)
+    assert info.value.field == field
+    assert words in info.value.problem
+    assert info.value.fix
+
+
+def test_a_relative_socket_path_says_to_write_it_absolute() -> None:
+    with pytest.raises(ZonalConfigError) as info:
+        parse({"a": {"host": "run/postgresql"}})
+    assert "absolute path of a Unix-socket directory" in str(info.value.fix)
+    with pytest.raises(ZonalConfigError) as info:
+        parse({"a": "run/postgresql"})
+    assert "Unix-socket directory starting with '/'" in str(info.value.fix)
+
+
 # -- zones and topology shapes --------------------------------------------------------
 
 
@@ -272,7 +470,7 @@ BAD_TOPOLOGIES: list[tuple[Any, str]] = [
     ({"a": "[h]:5432"}, "zones['a']"),
     ({"a": "1:2:3:x"}, "zones['a']"),
     ({"a": "h:1/db"}, "zones['a']"),
-    ({"a": "/var/run/postgresql"}, "zones['a']"),
+    ({"a": "/var/run/postgresql:0"}, "zones['a']"),
     ({"a": "mysql://h:1"}, "zones['a']"),
     ({"a": "postgresql://h1:1,h2:2/db"}, "zones['a']"),
     ({"a": "postgresql:///db"}, "zones['a']"),
@@ -313,7 +511,10 @@ def test_bad_topologies(value: Any, field: str) -> None:
         f"postgresql://app:{SECRET}@[::1/db",
         f"app:{SECRET}@[::1]x",
         f"mysql://app:{SECRET}@h",
-        f"app:{SECRET}@/tmp",
+        f"app:{SECRET}@/tmp:",
+        f"app:{SECRET}@/tmp:99999",
+        f"app:{SECRET}@/tmp/{'d' * 100}",
+        f"app:{SECRET}@tmp/sock",
     ],
 )
 def test_errors_never_echo_endpoint_text(text: str) -> None:
