@@ -70,7 +70,8 @@ SSLMODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca
 default, ``prefer``. A failover must never land on an endpoint weaker than the
 strongest of the local zone (an attacker who can block the local zone would
 otherwise choose the weaker channel): that is a configuration error unless
-``allow_tls_downgrade=True``."""
+``allow_tls_downgrade=True``. Unix-socket endpoints are left out: no network, no
+TLS (libpq ignores ``sslmode`` on a socket)."""
 
 SERVERLESS_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {"timeout": 5.0, "connect_timeout": 2.0, "max_idle": 30.0, "query_timeout": 30.0,
@@ -535,10 +536,14 @@ def _sslmode(ep: Endpoint) -> str:
 
 def _check_tls(topology: Topology, local: str, allowed: bool) -> None:
     """No failover may downgrade TLS: every endpoint is at least as strong as the
-    strongest endpoint of the local zone, unless ``allow_tls_downgrade``."""
+    strongest endpoint of the local zone, unless ``allow_tls_downgrade``.
+
+    Unix-socket endpoints take no part: their traffic never crosses a network, and
+    libpq uses no TLS on a socket whatever the ``sslmode``."""
     modes = [(ep, _sslmode(ep)) for ep in topology.endpoints]
     if allowed:
         return
+    modes = [(ep, m) for ep, m in modes if not ep.is_socket]
     rank = SSLMODES.index
     # Only a mode the local zone asks for is a requirement; unset elsewhere is "prefer".
     floor = max((rank(m) for ep, m in modes if ep.zone == local and "sslmode" in ep.params),

@@ -252,6 +252,10 @@ def server_params(config: ZonalConfig, endpoint: Endpoint,
     applied over: the reapers go *before* the zone's and the user's startup
     ``options`` (a ``-c`` given later wins, so an explicit ``idle_session_timeout``
     beats the profile's), and keepalive settings the user gave are kept.
+
+    A Unix-socket endpoint is ``host=<directory>``, ``port=<port>`` (libpq, and
+    asyncpg, open ``<directory>/.s.PGSQL.<port>``); it gets no TCP keepalives, which
+    libpq ignores on a socket anyway.
     """
     user = user_params or {}
     params: dict[str, Any] = {"host": endpoint.host, "port": endpoint.port}
@@ -264,9 +268,10 @@ def server_params(config: ZonalConfig, endpoint: Endpoint,
     if reapers is not None:
         theirs = [str(o) for o in (user.get("options"), params.get("options")) if o]
         params["options"] = " ".join([reaper_options(*reapers), *theirs])
-        for key, value in keepalive_kwargs().items():
-            if key not in user and key not in params:
-                params[key] = value
+        if not endpoint.is_socket:
+            for key, value in keepalive_kwargs().items():
+                if key not in user and key not in params:
+                    params[key] = value
     return params
 
 

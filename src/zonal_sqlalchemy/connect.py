@@ -24,7 +24,7 @@ from zonal_core.config import ZonalConfig
 from zonal_core.credentials import resolve, resolve_async
 from zonal_core.drivers import connect_kwargs
 from zonal_core.errors import ZonalConfigError
-from zonal_core.topology import Endpoint
+from zonal_core.topology import DEFAULT_PORT, Endpoint
 
 __all__ = [
     "ConnectSpec",
@@ -105,7 +105,9 @@ def engine_connect_args(creator: Callable[..., Any]) -> dict[str, Any] | None:
 
 
 def url_endpoint(cparams: MutableMapping[str, Any]) -> str | None:
-    """``host:port`` of the URL, when it names a host."""
+    """``host:port`` of the URL, when it names a host; for a Unix-socket directory
+    (``?host=/var/run/postgresql``, ``?port=`` optional) ``/directory:port``, the
+    directory taken as it is (as libpq takes it) and the port always written."""
     host = cparams.get("host")
     if not host:
         return None
@@ -117,6 +119,8 @@ def url_endpoint(cparams: MutableMapping[str, Any]) -> str | None:
     host = str(host)
     if "," in host:
         return host  # multi-host: reported as a conflict by the caller
+    if host.startswith("/"):
+        return f"{host}:{port or DEFAULT_PORT}"
     shown = f"[{host}]" if ":" in host else host
     return f"{shown}:{port}" if port else shown
 

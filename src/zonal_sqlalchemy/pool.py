@@ -403,7 +403,8 @@ def _unsplit_userinfo(cparams: dict[str, Any]) -> bool:
     """An '@' left in a key or value other than the user and password: the URL's
     userinfo was not percent-encoded, and the parser split it in the wrong place."""
     return any("@" in str(k) or (isinstance(v, str) and "@" in v)
-               for k, v in cparams.items() if k not in ("user", "password"))
+               for k, v in cparams.items() if k not in ("user", "password")
+               and not (k == "host" and isinstance(v, str) and v.startswith("/")))
 
 
 def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int | None,
@@ -422,7 +423,8 @@ def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int 
                                "used connection (LIFO) so the others age out",
                                fix="drop pool_use_lifo")
     url_host = zconnect.url_endpoint(cparams) if cparams else None
-    if url_host and ("@" in url_host or _unsplit_userinfo(cparams or {})):
+    socket = bool(url_host and url_host.startswith("/"))  # '@' is fine in a path
+    if url_host and (("@" in url_host and not socket) or _unsplit_userinfo(cparams or {})):
         # "user:pa@ss@host": the URL parser split the password at its '@'; what it
         # calls the host is the password's tail. Never echo it.
         raise ZonalConfigError(
@@ -435,7 +437,8 @@ def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int 
     if url_host and has_topology:
         raise ZonalConfigError(
             "zones", f"the URL names a host ({url_host}) and zones are given too",
-            fix="drop the host from the URL: postgresql+psycopg://user:password@/dbname")
+            fix="drop ?host= (and ?port=) from the URL: postgresql+psycopg://user:password@/dbname"
+            if socket else "drop the host from the URL: postgresql+psycopg://user:password@/dbname")
     if url_host and not has_topology:
         if "," in url_host:
             raise ZonalConfigError("zones", "a multi-host URL is not a topology",
