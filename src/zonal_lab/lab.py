@@ -6,6 +6,10 @@ PgBouncer in front, and a fault proxy in front of both.
     client -> proxy -> PgBouncer -> PostgreSQL     lab.zones(pgbouncer=True)
     client -> proxy --------------> PostgreSQL     lab.zones(pgbouncer=False)
     client -------------------------> PostgreSQL   lab["a"].url()  (admin work)
+    client ~~ Unix socket ~~~~~~~~~~> PostgreSQL   lab.zones(socket=True)
+
+Sockets bypass the fault proxy: its faults (black hole, latency, reset, refuse) do
+not reach them; kill and pause act on the server and do.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ HOST = "127.0.0.1"
 _ADMIN_CONNECT_TIMEOUT = 5
 _PORT_RETRIES = 3
 _SHM_MIN_FREE = 1 << 30
+_SUN_PATH_MAX = 107  # bytes of a Unix socket's path
+_SOCKET_FILE_MAX = len("/.s.PGSQL.65535")
 
 
 def _scratch_dir() -> str | None:
@@ -100,6 +106,18 @@ class Zone:
         """``host:port`` of PostgreSQL itself, no proxy, no PgBouncer."""
         return f"{self.host}:{self.postgres.port}"
 
+    @property
+    def socket_dir(self) -> str:
+        """The folder of PostgreSQL's Unix socket (``.s.PGSQL.<port>`` in it)."""
+        assert self.postgres.socket_dir is not None
+        return str(self.postgres.socket_dir)
+
+    @property
+    def socket(self) -> str:
+        """``"/socket/dir:port"``: PostgreSQL over its Unix socket, as a zone string
+        (no proxy: its faults do not reach a socket; kill and pause do)."""
+        return f"{self.socket_dir}:{self.postgres.port}"
+
     def _want_pgbouncer(self, pgbouncer: bool | None) -> bool:
         if pgbouncer is None:
             return self.bouncer is not None
@@ -118,14 +136,21 @@ class Zone:
             return f"{self.host}:{self.bouncer.port}"
         return self.direct
 
-    def url(self, pgbouncer: bool = False, proxy: bool = False, database: str | None = None) -> str:
+    def url(self, pgbouncer: bool = False, proxy: bool = False, database: str | None = None,
+            socket: bool = False) -> str:
         """``postgresql://user:password@host:port/db``; by default straight to the
-        server (for admin work), through PgBouncer and/or the proxy when asked."""
+        server (for admin work), through PgBouncer and/or the proxy when asked;
+        ``socket=True``: ``postgresql://user:password@/db?host=<socket_dir>&port=<port>``,
+        the server over its Unix socket."""
         lab = self.lab
-        return (
-            f"postgresql://{quote(lab.user, safe='')}:{quote(lab.password, safe='')}"
-            f"@{self.endpoint(pgbouncer, proxy)}/{quote(database or lab.database, safe='')}"
-        )
+        cred = f"{quote(lab.user, safe='')}:{quote(lab.password, safe='')}"
+        db = quote(database or lab.database, safe="")
+        if socket:
+            if pgbouncer or proxy:
+                raise LabError("socket=True is PostgreSQL itself: no PgBouncer, no proxy")
+            return (f"postgresql://{cred}@/{db}?host={quote(self.socket_dir, safe='/')}"
+                    f"&port={self.postgres.port}")
+        return f"postgresql://{cred}@{self.endpoint(pgbouncer, proxy)}/{db}"
 
     def pgbouncer_admin_url(self, proxy: bool = False) -> str:
         """URL of PgBouncer's admin console (``SHOW CONFIG``, ``SHOW POOLS``, ...)."""
@@ -292,6 +317,7 @@ class Lab:
         self.password = secrets.token_urlsafe(18)
         self.start_timeout = start_timeout
         self.base_dir: Path | None = None
+        self._socket_base: Path | None = None  # outside base_dir when that is too long
         self.binaries: PgBinaries | None = None
         self.started_in: float | None = None  # seconds start() took
         self._zones: dict[str, Zone] = {}
@@ -322,9 +348,17 @@ class Lab:
     def __len__(self) -> int:
         return len(self.names)
 
-    def zones(self, pgbouncer: bool | None = None, proxy: bool = True) -> dict[str, str]:
+    def zones(self, pgbouncer: bool | None = None, proxy: bool = True,
+              socket: bool = False) -> dict[str, str]:
         """``{zone: "host:port"}``, ready for ``zones=``: through each zone's fault
-        proxy, to PgBouncer if ``pgbouncer`` (default: when the lab has one)."""
+        proxy, to PgBouncer if ``pgbouncer`` (default: when the lab has one).
+        ``socket=True``: ``{zone: "/socket/dir:port"}``, each PostgreSQL over its Unix
+        socket (no proxy, no PgBouncer)."""
+        if socket:
+            if pgbouncer:
+                raise LabError("socket=True is PostgreSQL itself: PgBouncer listens on "
+                               "TCP only (fix: drop pgbouncer=True)")
+            return {name: self[name].socket for name in self.names}
         return {name: self[name].endpoint(pgbouncer, proxy) for name in self.names}
 
     def reset_faults(self) -> None:
@@ -391,6 +425,11 @@ class Lab:
         reaper.folder(base)
         if runas.switch:
             runas.give(base)  # empty yet: only the folder itself changes hands
+        # Everyone may pass through (not list) the folder to reach the servers'
+        # sockets, as everyone may reach their loopback ports; the data folders
+        # and keys inside stay 0700/0600.
+        base.chmod(0o711)
+        sockets = self._socket_parent(base, reaper)
         bins = find_postgres(tls=self._want_tls).reachable_by(runas, base / "pg")
         self.binaries = bins
         template = base / "template"
@@ -405,9 +444,10 @@ class Lab:
         if self._want_tls:
             self.tls = make_tls(base / "tls")
         ports = iter(_free_ports(2 * len(self.names)))
-        for name in self.names:
+        for i, name in enumerate(self.names):
             server = PostgresServer(
-                bins, base / f"zone-{name}", next(ports), runas, self.server_settings
+                bins, base / f"zone-{name}", next(ports), runas, self.server_settings,
+                socket_dir=sockets / f"s{i}",  # short: a socket path holds 107 bytes
             )
             server.on_start = reaper.watch
             server.tls = self.tls
@@ -428,6 +468,23 @@ class Lab:
         with ThreadPoolExecutor(len(self.names), thread_name_prefix="zonal-lab") as pool:
             list(pool.map(lambda z: self._start_zone(z, template), self._zones.values()))
         shutil.rmtree(template, ignore_errors=True)
+
+    def _socket_parent(self, base: Path, reaper: Reaper) -> Path:
+        """Where the zones' socket folders go: the lab's folder, or a short one in
+        /tmp when that path leaves no room for ``/sN/.s.PGSQL.<port>`` (a long
+        ``ZONAL_LAB_DIR``)."""
+        room = _SUN_PATH_MAX - _SOCKET_FILE_MAX - len(f"/s{len(self.names)}")
+        if len(os.fsencode(base)) <= room:
+            return base
+        short = Path(tempfile.mkdtemp(prefix="zl-", dir="/tmp"))
+        if len(os.fsencode(short)) > room:  # pragma: no cover - /tmp is short
+            shutil.rmtree(short, ignore_errors=True)
+            raise LabError(f"no folder short enough for the servers' Unix sockets "
+                           f"(at most {_SUN_PATH_MAX} bytes)")
+        self._socket_base = short
+        reaper.folder(short)
+        short.chmod(0o711)
+        return short
 
     def _start_zone(self, zone: Zone, template: Path) -> None:
         server = zone.postgres
@@ -458,6 +515,9 @@ class Lab:
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
+        if self._socket_base is not None:
+            shutil.rmtree(self._socket_base, ignore_errors=True)
+            self._socket_base = None
         self.tls = None
         if self._reaper is not None:
             self._reaper.close()

@@ -104,7 +104,9 @@ def make_template(
 
 
 class PostgresServer:
-    """A server in ``datadir`` listening on 127.0.0.1:``port`` only (no Unix socket).
+    """A server in ``datadir`` listening on 127.0.0.1:``port``, and on a Unix socket
+    in ``socket_dir`` when one is given (``socket_dir/.s.PGSQL.<port>``, usable by
+    every local user, as the loopback port is; the password is asked either way).
 
     The postmaster runs in a session of its own, so a Ctrl-C in the terminal reaches
     the lab (which then stops it) and never the server directly.
@@ -117,10 +119,12 @@ class PostgresServer:
         port: int,
         runas: RunAs,
         settings: Mapping[str, object] | None = None,
+        socket_dir: Path | None = None,
     ) -> None:
         self.bins = bins
         self.datadir = datadir
         self.port = port
+        self.socket_dir = socket_dir
         self.runas = runas
         self.settings = {**DEFAULT_SERVER_SETTINGS, **(settings or {})}
         self.logfile = datadir.parent / f"{datadir.name}.log"
@@ -133,7 +137,9 @@ class PostgresServer:
 
     def configure(self) -> None:
         """Write the port and settings into ``postgresql.auto.conf`` (read last, wins);
-        with :attr:`tls`, copy the certificate and key in and turn ``ssl`` on."""
+        with :attr:`tls`, copy the certificate and key in and turn ``ssl`` on; with
+        :attr:`socket_dir`, make that folder (the server's user owns it, everyone may
+        enter it) and listen there too."""
         tls_settings: dict[str, object] = {}
         if self.tls is not None:
             # in the data folder, so they change hands with it; the key stays 0600
@@ -142,6 +148,13 @@ class PostgresServer:
             (self.datadir / "server.key").chmod(0o600)
             tls_settings = {"ssl": True, "ssl_cert_file": "server.crt",
                             "ssl_key_file": "server.key"}
+        socket_settings: dict[str, object] = {"unix_socket_directories": ""}
+        if self.socket_dir is not None:
+            self.socket_dir.mkdir(exist_ok=True)
+            self.socket_dir.chmod(0o755)
+            self.runas.give(self.socket_dir)
+            socket_settings = {"unix_socket_directories": str(self.socket_dir),
+                               "unix_socket_permissions": "0777"}
         lines = [
             f"{key} = {_conf_value(value)}"
             for key, value in {
@@ -149,7 +162,7 @@ class PostgresServer:
                 **tls_settings,
                 "listen_addresses": "127.0.0.1",
                 "port": self.port,
-                "unix_socket_directories": "",
+                **socket_settings,
             }.items()
         ]
         (self.datadir / "postgresql.auto.conf").write_text("\n".join(lines) + "\n")
