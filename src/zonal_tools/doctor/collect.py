@@ -74,16 +74,22 @@ def describe(target: Target) -> str:
     'postgresql://app:***@db:5432/appdb'
     >>> describe({"host": "db", "port": 6432, "user": "app", "password": "s", "dbname": "x"})
     'postgresql://app:***@db:6432/x'
+    >>> describe({"host": "/cloudsql/p:r:i", "port": 5432, "user": "app", "dbname": "x"})
+    'postgresql://app@/x?host=/cloudsql/p%3Ar%3Ai&port=5432'
     """
     if isinstance(target, str):
         return mask_url(target)
     user = quote(str(target.get("user") or ""), safe="")
     cred = f"{user}:***@" if target.get("password") else (f"{user}@" if user else "")
     host = str(target.get("host") or "")
+    dbname = quote(str(target.get("dbname") or ""), safe="")
+    if host.startswith("/"):  # a Unix-socket directory: libpq's URL form
+        port = f"&port={quote(str(target['port']), safe='')}" if target.get("port") else ""
+        return f"postgresql://{cred}/{dbname}?host={quote(host, safe='/')}{port}"
     where = f"[{host}]" if ":" in host else quote(host, safe="/")
     if target.get("port"):
         where += f":{target['port']}"
-    return f"postgresql://{cred}{where}/{quote(str(target.get('dbname') or ''), safe='')}"
+    return f"postgresql://{cred}{where}/{dbname}"
 
 
 def _connect(

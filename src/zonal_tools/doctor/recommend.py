@@ -147,20 +147,22 @@ def _reapers(
         return recs
     keep = keepalive_kwargs()
     keep_text = ", ".join(f"{k}={v}" for k, v in keep.items() if k != "keepalives")
+    # over a Unix socket zonal sends no keepalives: they do not apply there
+    keep_words = f"TCP keepalives ({keep_text})" if server.tcp else ""
     idle_session, idle_in_transaction = serverless_reapers()
     if server.version_num >= 140000:
         options = reaper_options(idle_session, idle_in_transaction)
         why = (
             "if instances are serverless: on direct connections zonal asks the server to "
-            f"reap what a frozen instance holds (options '{options}') and turns on TCP "
-            f"keepalives ({keep_text})"
+            f"reap what a frozen instance holds (options '{options}')"
+            + (f" and turns on {keep_words}" if keep_words else "")
         )
     else:
         options = reaper_options(0, idle_in_transaction)
         why = (
             f"if instances are serverless: PostgreSQL {server.version} has no "
             "idle_session_timeout (a startup option naming it would be refused at "
-            f"connect), so only '{options}' and TCP keepalives ({keep_text})"
+            f"connect), so only '{options}'" + (f" and {keep_words}" if keep_words else "")
         )
     recs.append(Recommendation("serverless", True, why))
     idle = server.number("idle_session_timeout") / 1000
