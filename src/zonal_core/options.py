@@ -64,7 +64,8 @@ OPTIONS: frozenset[str] = frozenset((*TABLE, *EXTRA, "topology"))
 
 HELP: Mapping[str, tuple[str, str | None]] = MappingProxyType({
     # name: (what it means, its default as users read it; None: from the config)
-    "zones": ('mapping zone name -> endpoint `"host:port"` or a list of them; or a '
+    "zones": ('mapping zone name -> endpoint `"host:port"`, a Unix-socket directory '
+              '(`"/cloudsql/proj:region:inst"`, optional `:port`), or a list of them; or a '
               "`Topology`", "required (or `topology`)"),
     "local_zone": ("the zone this process runs in",
                    f"env `{ENV_LOCAL_ZONE}`, else the first zone"),
