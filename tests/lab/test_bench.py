@@ -16,16 +16,18 @@ from pathlib import Path
 import pytest
 
 from zonal_lab import bench
-from zonal_lab.bench import scenarios, subjects
+from zonal_lab.bench import report, scenarios, subjects
 from zonal_lab.binaries import find_pgbouncer
+from zonal_lab.pytest_plugin import LabFactory, require_module
 
 BENCH = [sys.executable, "-m", "zonal_lab.bench"]  # what `zonal bench` runs
+OVERHEAD_ONLY = ("zonal_core", "zonal_core_aa")  # the core container, timed twice (A/A)
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_quick_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     against = ["queuepool", "nullpool", "psycopg_pool", "django_pool"]
     proc = subprocess.run(
         [*BENCH, "--quick", "--scenarios", "overhead,affinity", "--against", ",".join(against),
@@ -46,11 +48,23 @@ def test_quick_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     for name, scenario in results["scenarios"].items():
         assert "error" not in scenario, scenario.get("traceback")
         seen = {row["subject"] for row in scenario["rows"]}
-        assert seen == set(subjects), (name, seen)
+        # every requested subject, and beside them only what the scenario names itself
+        assert set(subjects) <= seen <= {*subjects, *OVERHEAD_ONLY}, (name, seen)
         for row in scenario["rows"]:
             assert "skipped" in row or "label" in row
     overhead = results["scenarios"]["overhead"]
     assert {r["threads"] for r in overhead["rows"] if "ratio" in r} == {1, 4}
+    # each label says what it times; ZonalPool is timed through SQLAlchemy's pool API
+    timed = {r["subject"]: r["label"] for r in overhead["rows"] if "ratio" in r}
+    assert timed == {"zonal_core": "zonal core (ZonedPool.getconn/putconn)",
+                     "zonal_core_aa": "zonal core again (A/A)",
+                     "zonal": "ZonalPool (SQLAlchemy pool.connect/close)",
+                     "queuepool": "QueuePool (SQLAlchemy pool.connect/close)"}
+    for r in overhead["rows"]:
+        if "ratio" in r:
+            assert len(r["rounds"]) >= 5 and r["spread"]
+        if r["subject"] in ("zonal", "zonal_core") and "ratio" in r:
+            assert "A/A spread" in r["verdict"], r["verdict"]
     affinity = results["scenarios"]["affinity"]
     zonal_row = next(r for r in affinity["rows"] if r["subject"] == "zonal")
     assert zonal_row["local"] is not None and zonal_row["errors"] == 0
@@ -82,7 +96,9 @@ def test_the_options_take_their_names_from_the_registries() -> None:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     args = parser.parse_args([])
-    assert args.against == [n for n in subjects.SUBJECTS if n != "zonal"]
+    assert args.against == [n for n, s in subjects.SUBJECTS.items()
+                            if n != "zonal" and s.against]
+    assert args.against == list(subjects.DEFAULT_AGAINST)
     assert args.scenarios == list(scenarios.SCENARIOS)
     text = parser.format_help()
     for name in (*subjects.SUBJECTS, *scenarios.SCENARIOS):
@@ -118,7 +134,7 @@ def test_a_peer_that_is_not_installed_is_named_and_skipped(
     results = json.loads((folder / "results.json").read_text())
     assert results["meta"]["not_installed"].keys() == {"psycopg_pool", "django_pool"}
     rows = {r["subject"]: r for r in results["scenarios"]["overhead"]["rows"]}
-    assert rows.keys() == {"zonal", "queuepool", "psycopg_pool", "django_pool"}
+    assert rows.keys() == {"zonal", "queuepool", "psycopg_pool", "django_pool", *OVERHEAD_ONLY}
     assert "not installed" in rows["django_pool"]["skipped"]
     assert "us" in rows["zonal"] and "us" in rows["queuepool"]
     md = (folder / "results.md").read_text()
@@ -143,3 +159,58 @@ def test_a_scenario_whose_library_is_missing_is_skipped(
     memory = json.loads((folder / "results.json").read_text())["scenarios"]["memory"]
     assert {r["subject"] for r in memory["rows"]} == {"zonal", "queuepool"}
     assert all("psutil is not installed" in r["skipped"] for r in memory["rows"])
+
+
+def test_the_subjects_are_named_for_what_they_measure() -> None:
+    assert subjects.label("zonal") == "ZonalPool (SQLAlchemy)"
+    assert subjects.label("zonal_django") == "zonal_django (Django backend)"
+    assert subjects.label("zonal_core") == "zonal core + psycopg (ZonedPool.connection)"
+    assert "ceiling" in subjects.label("raw_psycopg")
+    # measured by request_shapes only: not choices of --against
+    only = {"zonal_django", "zonal_core", "psycopg_pool_autocommit", "raw_psycopg"}
+    assert {n for n, s in subjects.SUBJECTS.items() if not s.against} == only
+    assert not only & set(subjects.NAMES)
+
+
+def test_a_verdict_is_judged_against_the_aa_spread() -> None:
+    judge = scenarios._judge
+    assert judge(0.9, 0.12, higher_is_better=True, peer="P") == (
+        "within the A/A spread (±12%): no difference from P shown")
+    assert judge(0.8, 0.12, higher_is_better=True, peer="P") == (
+        "20% WORSE than P, beyond the A/A spread (±12%)")
+    assert judge(0.8, 0.12, higher_is_better=False, peer="P").startswith("20% better")
+    assert scenarios._aa_noise([100, 90, 110], [100, 100, 100]) == pytest.approx(0.1)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_request_shapes_measures_pairs_an_aa_pair_and_the_ceiling(
+        zonal_lab: LabFactory) -> None:
+    """The scenario with tiny durations: every subject built once, 5 interleaved
+    rounds each, efficiency against the ceiling, pair verdicts against the A/A spread."""
+    lab = zonal_lab(zones=["a"], server_settings={"max_connections": 200})
+    lines: list[str] = []
+    ctx = scenarios.Context(lab=lab, subjects=["zonal", "queuepool", "django_pool"],
+                            quick=True, progress=lines.append,
+                            extras={"seconds": 0.05, "rounds": 5, "threads": (4,)})
+    res = scenarios.SCENARIOS["request_shapes"].run(ctx)
+    rows = {r["subject"]: r for r in res["rows"]}
+    measured = {k for k, r in rows.items() if "skipped" not in r}
+    assert {"zonal_core", "zonal_core_aa", "psycopg_pool_autocommit", "raw_psycopg"} <= measured
+    django_missing = subjects.missing("zonal_django") or subjects.missing("django_pool")
+    if django_missing is None:
+        assert {"zonal_django", "django_pool"} <= measured
+        assert "Django native pool" in rows["zonal_django"]["verdict"]
+    else:  # skipped, with the named reason
+        assert django_missing in rows["django_pool"]["skipped"]
+    for name in measured:
+        r = rows[name]
+        assert len(r["rounds"]) == 5 and r["errors"] == 0, r
+        assert r["rps"] > 0 and r["eff"] is not None and r["spread"]
+    assert rows["raw_psycopg"]["eff"] == 100.0
+    assert rows["zonal_core_aa"]["verdict"].startswith("A/A")
+    assert "A/A spread" in rows["zonal_core"]["verdict"]
+    assert "skipped" in rows["zonal"] and "skipped" in rows["queuepool"]
+    assert sum("round 5/5" in line for line in lines) == 1  # one thread count
+    md = report.render_markdown({"scenarios": {"request_shapes": res}})
+    assert "% of ceiling" in md and "raw psycopg" in md

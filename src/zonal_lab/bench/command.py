@@ -78,7 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
-        _listing("subjects:", {k: s.help for k, s in subjects.SUBJECTS.items()}) + "\n\n"
+        _listing("subjects (--against):",
+                 {k: subjects.SUBJECTS[k].help for k in subjects.NAMES}) + "\n\n"
+        + _listing("measured by request_shapes only:",
+                   {k: s.help for k, s in subjects.SUBJECTS.items() if not s.against})
+        + "\n\n"
         + _listing("scenarios:", {k: s.help for k, s in scenarios.SCENARIOS.items()}))
 
 

@@ -1,8 +1,13 @@
-"""Checkout plus checkin with a fake driver: zonal's core vs SQLAlchemy's QueuePool.
+"""Checkout plus checkin with a fake driver: zonal's core container
+(``ZonedPool.getconn``/``putconn``), ``ZonalPool`` through SQLAlchemy's pool API
+(``pool.connect()``/``close()``) and SQLAlchemy's QueuePool through the same API.
 
-Both pools get a connection that costs nothing, so what is measured is the pool's
-own bookkeeping. Figures are medians of several rounds, in microseconds per
-checkout+checkin, and the ratio to QueuePool measured in the same run.
+Every pool gets a connection that costs nothing, so what is measured is the pool's
+own bookkeeping. Figures are medians of several interleaved rounds, in microseconds
+per checkout+checkin, with each round's figure kept (the spread), and the ratio to
+QueuePool measured in the same run. The core is measured twice, as two subjects
+(``zonal_core`` and ``zonal_core_aa``, an A/A pair): their ratio is the noise of the
+measure, against which the other ratios are judged.
 
     python -m zonal_lab.bench.overhead [--threads 1 4] [--ops 200000]
 """
@@ -49,7 +54,7 @@ def _queuepool_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
     return cycle, pool
 
 
-def _zonal_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
+def _zonal_core_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
     pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, pool_size=pool_size)
     getconn, putconn = pool.getconn, pool.putconn
 
@@ -59,9 +64,33 @@ def _zonal_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
     return cycle, pool
 
 
+def _zonalpool_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
+    from zonal_sqlalchemy import ZonalPool
+
+    def creator(endpoint: Any) -> DBAPIConnection:
+        return cast("DBAPIConnection", _FakeDBAPIConnection())
+
+    pool = ZonalPool(creator, zones={"a": "10.0.0.1:5432"}, pool_size=pool_size, timeout=30)
+
+    def cycle() -> None:
+        pool.connect().close()
+
+    return cycle, pool
+
+
 SUBJECTS: dict[str, Callable[[int], tuple[Callable[[], None], Any]]] = {
+    "zonal_core": _zonal_core_cycle,
+    "zonal_core_aa": _zonal_core_cycle,
+    "zonalpool": _zonalpool_cycle,
     "queuepool": _queuepool_cycle,
-    "zonal": _zonal_cycle,
+}
+"""What is timed, by name; ``zonal_core_aa`` is the core again (the A/A pair)."""
+
+LABELS = {
+    "zonal_core": "zonal core (ZonedPool.getconn/putconn)",
+    "zonal_core_aa": "zonal core again (A/A)",
+    "zonalpool": "ZonalPool (SQLAlchemy pool.connect/close)",
+    "queuepool": "QueuePool (SQLAlchemy pool.connect/close)",
 }
 
 
@@ -85,16 +114,26 @@ def _run(cycle: Callable[[], None], threads: int, ops: int) -> float:
     return (time.perf_counter() - t0) / (per * threads)
 
 
-def measure(threads: int, ops: int, rounds: int = 5) -> dict[str, float]:
-    """Median µs per checkout+checkin per subject; rounds interleave subjects."""
+def measure_rounds(threads: int, ops: int, rounds: int = 5) -> dict[str, list[float]]:
+    """µs per checkout+checkin per subject, one figure per round. Rounds interleave
+    the subjects, and each round starts with a different one (A B C D, B C D A, ...),
+    so a drift of the machine hits every subject alike."""
     samples: dict[str, list[float]] = {name: [] for name in SUBJECTS}
     made = {name: make(max(threads, 4)) for name, make in SUBJECTS.items()}
+    names = list(made)
     for cycle, _ in made.values():
         _run(cycle, threads, ops // 10)  # warm up
-    for _ in range(rounds):
-        for name, (cycle, _) in made.items():
-            samples[name].append(_run(cycle, threads, ops) * 1e6)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    for rnd in range(rounds):
+        k = rnd % len(names)
+        for name in names[k:] + names[:k]:
+            samples[name].append(_run(made[name][0], threads, ops) * 1e6)
+    return samples
+
+
+def measure(threads: int, ops: int, rounds: int = 5) -> dict[str, float]:
+    """Median µs per checkout+checkin per subject (see :func:`measure_rounds`)."""
+    return {name: statistics.median(v)
+            for name, v in measure_rounds(threads, ops, rounds).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,16 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for n in args.threads:
         res = measure(n, args.ops, args.rounds)
-        res["ratio"] = res["zonal"] / res["queuepool"]
+        res["zonal_core_ratio"] = res["zonal_core"] / res["queuepool"]
+        res["zonalpool_ratio"] = res["zonalpool"] / res["queuepool"]
+        res["aa_ratio"] = res["zonal_core_aa"] / res["zonal_core"]
         results[f"{n}_threads"] = res
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
-        print(f"{'threads':>8} {'queuepool µs':>13} {'zonal µs':>9} {'ratio':>6}")
+        print(f"{'threads':>8} " + " ".join(f"{n + ' µs':>16}" for n in SUBJECTS)
+              + f" {'core/QP':>8} {'ZonalPool/QP':>13} {'A/A':>6}")
         for key, r in results.items():
-            print(f"{key.split('_')[0]:>8} {r['queuepool']:>13.2f} {r['zonal']:>9.2f} "
-                  f"{r['ratio']:>5.2f}x")
+            print(f"{key.split('_')[0]:>8} " + " ".join(f"{r[n]:>16.2f}" for n in SUBJECTS)
+                  + f" {r['zonal_core_ratio']:>7.2f}x {r['zonalpool_ratio']:>12.2f}x"
+                  f" {r['aa_ratio']:>5.2f}x")
     return 0
 
 

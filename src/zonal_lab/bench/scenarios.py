@@ -109,6 +109,46 @@ _ROUND_TRIPS = (
     "pools; zonal against QueuePool is the like-for-like pair.")
 
 
+# -- the method: interleaved rounds, their spread, an A/A pair ----------------------
+
+
+def _rotated(names: Sequence[T], rnd: int) -> list[T]:
+    """Round ``rnd``'s order: each round starts with the next subject (ABC, BCA, ...)."""
+    k = rnd % len(names) if names else 0
+    return [*names[k:], *names[:k]]
+
+
+def _spread(values: Sequence[float], nd: int = 0) -> str | None:
+    """``min-max`` of the rounds."""
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    return f"{lo:,.{nd}f}..{hi:,.{nd}f}"
+
+
+def _aa_noise(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """The A/A spread: the largest gap, as a fraction, between the same subject measured
+    as two subjects in the same round (``|a_i / b_i - 1|``, over the rounds)."""
+    gaps = [abs(x / y - 1.0) for x, y in zip(a, b, strict=False) if y]
+    return max(gaps) if gaps else None
+
+
+def _judge(ratio: float | None, noise: float | None, *, higher_is_better: bool,
+           peer: str) -> str:
+    """A zonal-vs-peer ratio (zonal / peer) against the A/A spread ``noise``: a gap
+    within it is not shown by this run, one beyond it is."""
+    if ratio is None:
+        return "—"
+    better = ratio > 1.0 if higher_is_better else ratio < 1.0
+    gap = abs(ratio - 1.0)
+    word = "better" if better else "WORSE"
+    if noise is None:
+        return f"{gap:.0%} {word} than {peer} (no A/A pair measured: noise unknown)"
+    if gap <= noise:
+        return f"within the A/A spread (±{noise:.0%}): no difference from {peer} shown"
+    return f"{gap:.0%} {word} than {peer}, beyond the A/A spread (±{noise:.0%})"
+
+
 # -- 1. overhead ----------------------------------------------------------------
 
 
@@ -116,45 +156,68 @@ def overhead(ctx: Context) -> Result:
     from zonal_lab.bench import overhead as ov
 
     ops = ctx.pick(30_000, 200_000)
-    rounds = ctx.pick(3, 7)
+    rounds = ctx.pick(5, 7)
     rows: list[dict[str, Any]] = []
     headline: list[str] = []
-    bars: dict[str, list[float]] = {"zonal": [], "queuepool": []}
+    bars: dict[str, list[float]] = {ov.LABELS[n]: [] for n in ov.SUBJECTS}
     groups: list[str] = []
+    # the registry's subject each timed pool stands for (rows carry the registry name)
+    kind_of = {"zonal_core": "zonal_core", "zonal_core_aa": "zonal_core_aa",
+               "zonalpool": "zonal", "queuepool": "queuepool"}
     for threads in (1, 4):
-        ctx.progress(f"overhead: {threads} thread(s), {rounds} rounds of {ops} ops")
-        res = ov.measure(threads, ops, rounds)
-        ratio = res["zonal"] / res["queuepool"]
-        rows.append({"subject": "zonal", "label": label_of("zonal"), "threads": threads,
-                     "us": _r(res["zonal"]), "ratio": _r(ratio), "target": "<= 1.0x",
-                     "verdict": ("met" if ratio <= 1.0 else "MISSED") + "; "
-                     + _verdict(ratio, higher_is_better=False, peer="QueuePool")})
-        if "queuepool" in ctx.subjects:
-            rows.append({"subject": "queuepool", "label": label_of("queuepool"),
-                         "threads": threads, "us": _r(res["queuepool"]), "ratio": 1.0})
-        headline.append(f"Overhead, {threads} thread{'s' if threads > 1 else ''}: zonal "
-                        f"{ratio:.2f}x QueuePool's time per checkout+checkin "
-                        f"({res['zonal']:.2f} vs {res['queuepool']:.2f} µs; target <= 1.0x "
-                        f"{'met' if ratio <= 1.0 else 'MISSED'})")
+        ctx.progress(f"overhead: {threads} thread(s), {rounds} interleaved rounds of {ops} ops")
+        samples = ov.measure_rounds(threads, ops, rounds)
+        us = {n: median(v) or 0.0 for n, v in samples.items()}
+        noise = _aa_noise(samples["zonal_core_aa"], samples["zonal_core"])
+        qp = us["queuepool"]
+        for name in ov.SUBJECTS:
+            ratio = us[name] / qp if qp else None
+            row: dict[str, Any] = {"subject": kind_of[name], "label": ov.LABELS[name],
+                                   "threads": threads, "us": _r(us[name]),
+                                   "spread": _spread(samples[name], 2), "ratio": _r(ratio),
+                                   "rounds": [round(x, 3) for x in samples[name]]}
+            if name in ("zonal_core", "zonalpool") and ratio is not None:
+                row["target"] = "<= 1.0x"
+                row["verdict"] = ("met" if ratio <= 1.0 else "MISSED") + "; " + _judge(
+                    ratio, noise, higher_is_better=False, peer="QueuePool")
+            elif name == "zonal_core_aa":
+                aa = us[name] / us["zonal_core"] if us["zonal_core"] else None
+                row["verdict"] = (f"A/A: {aa:.2f}x the core, per-round spread "
+                                  f"±{noise:.0%}" if aa is not None and noise is not None
+                                  else "—")
+            rows.append(row)
+        zp, core = us["zonalpool"], us["zonal_core"]
+        headline.append(
+            f"Overhead, {threads} thread{'s' if threads > 1 else ''}: ZonalPool through "
+            f"SQLAlchemy's pool.connect()/close() {zp / qp:.2f}x QueuePool's time "
+            f"({zp:.2f} vs {qp:.2f} µs; target <= 1.0x {'met' if zp <= qp else 'MISSED'}); "
+            f"the core container's getconn/putconn {core / qp:.2f}x ({core:.2f} µs); "
+            + (f"A/A spread ±{noise:.0%}" if noise is not None else "no A/A"))
         groups.append(f"{threads} thread{'s' if threads > 1 else ''}")
-        bars["zonal"].append(res["zonal"])
-        bars["queuepool"].append(res["queuepool"])
+        for name in ov.SUBJECTS:
+            bars[ov.LABELS[name]].append(us[name])
     for kind in ctx.subjects:
         if kind not in ("zonal", "queuepool"):
             rows.append(skip_row(kind, "needs a real connection: the fake-driver measure takes "
-                                    "pools built on a creator (zonal core, QueuePool)"))
+                                    "pools built on a creator (zonal core, ZonalPool, "
+                                    "QueuePool)"))
     return {
         "title": "1. Overhead: checkout + checkin, fake driver",
         "what": f"µs per checkout+checkin (median of {rounds} interleaved rounds of {ops} "
-                "ops), zonal's core vs SQLAlchemy's QueuePool, both on a connection that "
-                "costs nothing (python -m zonal_lab.bench.overhead).",
+                "ops, min-max of the rounds beside it) on a connection that costs nothing "
+                "(python -m zonal_lab.bench.overhead): zonal's core container "
+                "(ZonedPool.getconn/putconn, measured twice: the A/A pair), ZonalPool and "
+                "QueuePool both through SQLAlchemy's pool API (pool.connect() then the "
+                "fairy's close(), reset-on-return included).",
         "columns": [["threads", "threads"], ["label", "subject"], ["us", "µs/op"],
-                    ["ratio", "vs QueuePool"],
+                    ["spread", "min-max µs"], ["ratio", "vs QueuePool"],
                     ["target", "target"], ["verdict", "verdict"]],
-        "rows": rows, "headline": headline, "notes": [],
+        "rows": rows, "headline": headline,
+        "notes": ["A ratio's verdict says whether its gap to 1.0 exceeds the A/A spread: "
+                  "the largest per-round gap between the core and itself measured as a "
+                  "second subject in the same rounds."],
         "plot": {"kind": "bars", "ylabel": "µs per checkout+checkin (lower is better)",
-                 "groups": groups,
-                 "series": {label_of(k): v for k, v in bars.items()}},
+                 "groups": groups, "series": bars},
     }
 
 
@@ -170,8 +233,8 @@ def _throughput(s: Subject, threads: int, seconds: float, sql: str = "select 1")
 
 
 def preping(ctx: Context) -> Result:
-    seconds = ctx.pick(1.0, 3.0)
-    rounds = ctx.pick(2, 5)
+    seconds = ctx.pick(0.4, 2.0)
+    rounds = ctx.pick(5, 7)
     threads = 4
     target = ctx.target(("a",))
     rows: list[dict[str, Any]] = []
@@ -182,30 +245,36 @@ def preping(ctx: Context) -> Result:
         if kind == "nullpool":
             rows.append(skip_row(kind, "opens a new connection per checkout: nothing to ping"))
             continue
-        tput: dict[bool, list[float]] = {False: [], True: []}
+        # "off2": zonal's no-ping measure again, the A/A pair that sizes the noise
+        modes = ["off", "on", "off2"] if kind == "zonal" else ["off", "on"]
+        tput: dict[str, list[float]] = {m: [] for m in modes}
         pings = [0, 0]  # pings, checkouts (with pre-ping on), where the pool counts them
         for rnd in range(rounds):
-            # alternate which goes first: whatever drifts (load, caches) hits both
-            for ping in ((False, True) if rnd % 2 == 0 else (True, False)):
+            # rotate which goes first: whatever drifts (load, caches) hits all alike
+            for mode in _rotated(modes, rnd):
+                ping = mode == "on"
                 with _subject(kind, target, size=threads, ping=ping) as s:
-                    ctx.progress(f"pre-ping: {s.label}, round {rnd + 1}/{rounds}, "
+                    ctx.progress(f"pre-ping: {s.label}, {mode}, round {rnd + 1}/{rounds}, "
                                  f"{threads} threads, {seconds:g} s")
                     run = _throughput(s, threads, seconds)
-                    tput[ping].append(run.throughput())
+                    tput[mode].append(run.throughput())
                     if ping and hasattr(s.pool, "stats"):  # zonal counts its pings
                         zs = s.pool.stats().zones.values()
                         pings[0] += sum(z.pings for z in zs)
                         pings[1] += sum(z.checkouts for z in zs)
-        off, on = median(tput[False]) or 0.0, median(tput[True]) or 0.0
+        off, on = median(tput["off"]) or 0.0, median(tput["on"]) or 0.0
         kept = on / off if off else None
         row = {"subject": kind, "label": label_of(kind), "off": _r(off, 0), "on": _r(on, 0),
+               "off_spread": _spread(tput["off"]), "on_spread": _spread(tput["on"]),
                "kept": _r(None if kept is None else kept * 100, 1),
                "pings": f"{pings[0]:,} of {pings[1]:,}" if pings[1] else "every one"}
         if kind == "zonal":
+            noise = _aa_noise(tput["off2"], tput["off"])
+            aa = (median(tput["off2"]) or 0.0) / off if off else None
+            row["aa"] = _r(None if aa is None else aa * 100, 1)
             row["target"] = ">= 95%"
-            row["verdict"] = "met" if kept is not None and kept >= 0.95 else "MISSED"
-            if row["verdict"] == "MISSED" and pings[1] and not pings[0]:
-                row["verdict"] += " as measured, with 0 pings: the gap is noise"
+            row["verdict"] = ("met" if kept is not None and kept >= 0.95 else "MISSED") \
+                + "; " + _judge(kept, noise, higher_is_better=True, peer="pre-ping off")
         rows.append(row)
         groups.append(label_of(kind))
         series["pre-ping off"].append(off)
@@ -219,8 +288,10 @@ def preping(ctx: Context) -> Result:
             line += f"; QueuePool keeps {by['queuepool']['kept']}%"
         headline.append(line)
     notes = ["checkouts pinged: counted by zonal's stats(); the others ping every checkout "
-             "by design (not counted). When zonal pinged none, its on/off gap is the "
-             "machine's noise between two measures of the same code path.",
+             "by design (not counted).",
+             "A/A: zonal with pre-ping off measured a second time in the same rounds; the "
+             "verdict says whether zonal's on/off gap exceeds the largest per-round gap "
+             "between those two identical measures (the A/A spread).",
              "zonal skips the ping for a connection used less than ping_bypass (0.5 s) ago; "
              "QueuePool (pool_pre_ping) pings on every checkout; psycopg_pool's "
              "check=check_connection and Django's CONN_HEALTH_CHECKS with a pool check every "
@@ -229,9 +300,12 @@ def preping(ctx: Context) -> Result:
         "title": "2. Pre-ping cost: SELECT 1 throughput, pre-ping off vs on",
         "what": f"requests/s of `SELECT 1` (checkout, query, checkin), {threads} threads, "
                 f"pool of {threads}, zone a direct, {seconds:g} s per measure, median of "
-                f"{rounds} round(s).",
-        "columns": [["label", "subject"], ["off", "req/s, no ping"], ["on", "req/s, ping"],
-                    ["kept", "% kept"], ["pings", "checkouts pinged"], ["target", "target"],
+                f"{rounds} interleaved rounds (min-max beside it); A/A % = zonal's second "
+                "no-ping measure / its first.",
+        "columns": [["label", "subject"], ["off", "req/s, no ping"],
+                    ["off_spread", "min-max"], ["on", "req/s, ping"],
+                    ["on_spread", "min-max"], ["kept", "% kept"], ["aa", "A/A %"],
+                    ["pings", "checkouts pinged"], ["target", "target"],
                     ["verdict", "verdict"]],
         "rows": rows, "headline": headline, "notes": notes,
         "plot": {"kind": "bars", "ylabel": "SELECT 1 per second (higher is better)",
@@ -798,6 +872,138 @@ def memory(ctx: Context) -> Result:
     }
 
 
+# -- 8. request shapes: no SQLAlchemy, against a ceiling ------------------------------
+
+_PAIRS = (("zonal_django", "django_pool"), ("zonal_core", "psycopg_pool_autocommit"))
+"""(zonal's subject, the peer it is judged against): the same request shape each."""
+_CEILING = "raw_psycopg"
+_AA = ("zonal_core", "zonal_core_aa")  # the core measured as two subjects
+
+
+def request_shapes(ctx: Context) -> Result:
+    """Autocommit ``SELECT 1`` with no SQLAlchemy: zonal_django beside Django's native
+    pool, the core with its psycopg driver beside psycopg_pool, and the ceiling (a raw
+    connection per thread, no pool). Every subject of a thread count is built once,
+    then measured in interleaved rounds (the order rotating each round)."""
+    from zonal_lab.bench.subjects import missing
+
+    # ctx.extras may shorten it (a smoke test): seconds, rounds, threads
+    seconds = float(ctx.extras.get("seconds", ctx.pick(0.3, 1.0)))
+    rounds = int(ctx.extras.get("rounds", ctx.pick(5, 7)))
+    thread_counts: tuple[int, ...] = tuple(ctx.extras.get("threads",
+                                                          ctx.pick((4, 16), (4, 16, 64))))
+    size = 16
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    members: list[tuple[str, str]] = []  # (row name, subject kind)
+    for z, peer in _PAIRS:
+        why = missing(z) or missing(peer)
+        if why is not None:
+            for k in (z, peer):
+                rows.append(skip_row(k, f"the pair {label_of(z)} / {label_of(peer)} needs "
+                                        f"it: {why}"))
+            continue
+        members += [(z, z), (peer, peer)]
+    why = missing("zonal_core") or missing(_CEILING)
+    if why is not None:
+        rows.append(skip_row(_CEILING, why))
+    else:
+        if ("zonal_core", "zonal_core") not in members:
+            members.append(("zonal_core", "zonal_core"))
+        members += [(_AA[1], "zonal_core"), (_CEILING, _CEILING)]
+    labels = {name: label_of(kind) + (" again (A/A)" if name == _AA[1] else "")
+              for name, kind in members}
+    names = [n for n, _ in members]
+    target = ctx.target(("a",))
+    groups: list[str] = []
+    series: dict[str, list[float]] = {labels[n]: [] for n in names}
+    headline: list[str] = []
+    for threads in thread_counts if members else ():
+        rps: dict[str, list[float]] = {n: [] for n in names}
+        errs: dict[str, int] = dict.fromkeys(names, 0)
+        with contextlib.ExitStack() as stack:
+            built: dict[str, Subject] = {}
+            for name, kind in members:
+                s = stack.enter_context(_subject(kind, target, size=size))
+                s.prefill(threads if kind == _CEILING else min(threads, size))
+                run_workload(s.query, threads=threads, duration=min(0.2, seconds),
+                             max_requests=2_000)  # warm: caches filled
+                built[name] = s
+            for rnd in range(rounds):
+                ctx.progress(f"request shapes: {threads} threads, round {rnd + 1}/{rounds}, "
+                             f"{len(names)} subjects x {seconds:g} s")
+                for name in _rotated(names, rnd):
+                    run = run_workload(built[name].query, threads=threads, duration=seconds,
+                                       max_requests=2_000_000)
+                    rps[name].append(run.throughput())
+                    errs[name] += len(run.errors())
+        med = {n: median(v) or 0.0 for n, v in rps.items()}
+        ceiling = med.get(_CEILING) or None
+        noise = _aa_noise(rps[_AA[1]], rps[_AA[0]]) if _AA[1] in rps else None
+        cell: dict[str, dict[str, Any]] = {}
+        for name, kind in members:
+            cell[name] = {"subject": name, "label": labels[name], "threads": threads,
+                          "size": None if kind == _CEILING else size,
+                          "rps": _r(med[name], 0), "spread": _spread(rps[name]),
+                          "eff": _r(100 * med[name] / ceiling, 1) if ceiling else None,
+                          "errors": errs[name], "rounds": [round(v) for v in rps[name]]}
+        parts: list[str] = []
+        for z, peer in _PAIRS:
+            if z in cell and peer in cell and med[peer]:
+                ratio = med[z] / med[peer]
+                cell[z]["vs"] = _r(ratio)
+                cell[z]["verdict"] = _judge(ratio, noise, higher_is_better=True,
+                                            peer=label_of(peer))
+                parts.append(f"{label_of(z)} {ratio:.2f}x {label_of(peer)} "
+                             f"({cell[z]['eff']}% vs {cell[peer]['eff']}% of the ceiling)")
+        if _AA[1] in cell and med[_AA[0]]:
+            aa = med[_AA[1]] / med[_AA[0]]
+            cell[_AA[1]]["vs"] = _r(aa)
+            cell[_AA[1]]["verdict"] = (f"A/A: per-round spread ±{noise:.0%}"
+                                       if noise is not None else "A/A")
+        if _CEILING in cell:
+            cell[_CEILING]["verdict"] = "the ceiling: a connection per thread, no pool"
+        rows.extend(cell.values())
+        if parts:
+            headline.append(f"Request shapes, {threads} threads: " + "; ".join(parts)
+                            + (f"; A/A spread ±{noise:.0%}" if noise is not None else ""))
+        groups.append(f"{threads} threads")
+        for n in names:
+            series[labels[n]].append(med[n])
+    for kind in ctx.subjects:
+        if kind not in names and not any(r["subject"] == kind for r in rows):
+            rows.append(skip_row(kind, "not in this scenario (autocommit SELECT 1 without "
+                                       "SQLAlchemy; SQLAlchemy's pools are in throughput)"))
+    notes.append(
+        "Each request is what a view or a handler does in autocommit: check out, one "
+        "`SELECT 1` (one round trip, no BEGIN/COMMIT), give back. Django subjects: the "
+        "thread's connection, a cursor, then connection.close() (the request's end); "
+        "the core: ZonedPool.connection() over PsycopgDriver(autocommit=True); "
+        "psycopg_pool: pool.connection() with autocommit connections; the ceiling: "
+        "conn.execute on the thread's own connection, opened once.")
+    notes.append(
+        f"Pools of {size} connections (Django's and psycopg_pool's max_size, zonal's "
+        "pool_size); the ceiling holds one connection per thread. efficiency = req/s / "
+        "the ceiling's req/s at the same thread count.")
+    notes.append(
+        "A/A: the core built twice and measured as two subjects in the same rounds; its "
+        "spread is the largest per-round gap between the two. A verdict says whether a "
+        "pair's gap (ratio of medians) exceeds that spread.")
+    return {
+        "title": "8. Request shapes: autocommit SELECT 1 without SQLAlchemy, vs a ceiling",
+        "what": f"req/s of an autocommit `SELECT 1` per request, zone a direct, "
+                f"{', '.join(map(str, thread_counts))} threads, {seconds:g} s per measure, "
+                f"median of {rounds} interleaved rounds (min-max of the rounds beside it).",
+        "columns": [["threads", "threads"], ["label", "subject"], ["size", "pool size"],
+                    ["rps", "req/s"], ["spread", "min-max req/s"],
+                    ["eff", "% of ceiling"], ["vs", "vs peer"], ["errors", "errors"],
+                    ["verdict", "verdict"]],
+        "rows": rows, "headline": headline, "notes": notes,
+        "plot": {"kind": "bars", "ylabel": "SELECT 1 per second (higher is better)",
+                 "groups": groups, "series": series} if groups else None,
+    }
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One entry of :data:`SCENARIOS`."""
@@ -823,6 +1029,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("serverless", serverless, True, "frozen instances and a deploy storm"),
     Scenario("memory", memory, True, "RSS of a process holding 50 connections",
              (Need("psutil", "psutil", "'zonal[bench]'"),)),
+    Scenario("request_shapes", request_shapes, True, "autocommit SELECT 1 without "
+             "SQLAlchemy: zonal_django vs Django's pool, zonal core vs psycopg_pool, vs "
+             "a raw connection per thread (the ceiling)"),
 )}
 """Every scenario ``zonal bench --scenarios`` knows, in the order they run: the one
 list of names."""

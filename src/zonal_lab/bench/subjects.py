@@ -89,6 +89,7 @@ class Subject:
     settings: dict[str, Any] = field(default_factory=dict)
     size: int = 0
     pool: Any = None  # the pool object, for what it counts itself (zonal's stats())
+    _prefill: Callable[[int], None] | None = None  # a subject that opens its own way
 
     def query(self, sql: str = "select 1") -> Any:
         """Check out, run ``sql``, return its first value, check in."""
@@ -106,6 +107,9 @@ class Subject:
         """Open ``n`` connections at once (one thread each) and give them back, so a
         measure starts with a full pool rather than timing the pool's growth."""
         if n <= 0 or self.kind == "nullpool":
+            return
+        if self._prefill is not None:
+            self._prefill(n)
             return
         barrier = threading.Barrier(n + 1)
 
@@ -172,6 +176,9 @@ class SubjectKind:
     build: Builder
     needs: tuple[Need, ...]
     help: str
+    against: bool = True
+    """False: measured only by the scenarios that name it (``request_shapes``), not a
+    choice of ``--against``."""
 
 
 # -- builders -----------------------------------------------------------------
@@ -275,28 +282,24 @@ def _django_setup() -> None:
             django.setup()
 
 
-def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _django_subject(kind: str, name: str, t: Target, db: dict[str, Any],
+                    settings: dict[str, Any]) -> Subject:
+    """A Django alias configured with ``db``; a request is what a view does in
+    autocommit: one query through the thread's connection, then ``close()`` (which
+    gives the connection back to the pool at request end)."""
     _django_setup()
-    from django.db.backends.postgresql.base import DatabaseWrapper
-    from django.db.utils import ConnectionHandler
+    from django.db.utils import ConnectionHandler, load_backend
 
     alias = f"bench{next(_django_aliases)}"
-    hosts, ports = t.hosts_ports()
-    pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size, "timeout": 10}
-    options: dict[str, Any] = {"pool": pool_opts, **_libpq_params(failover)}
-    if t.pgbouncer:
-        options["prepare_threshold"] = None
-    db = {"ENGINE": "django.db.backends.postgresql", "NAME": t.database, "USER": t.user,
-          "PASSWORD": t.password, "HOST": hosts, "PORT": ports, "OPTIONS": options,
-          "CONN_HEALTH_CHECKS": ping}  # with a pool: ConnectionPool.check_connection
     settings_dict = ConnectionHandler().configure_settings({"default": db, alias: db})[alias]
+    wrapper_class = load_backend(settings_dict["ENGINE"]).DatabaseWrapper
     local = threading.local()
     wrappers: list[Any] = []
 
     def wrapper() -> Any:
         w = getattr(local, "w", None)
         if w is None:
-            w = local.w = DatabaseWrapper(settings_dict, alias)
+            w = local.w = wrapper_class(settings_dict, alias)
             with _django_lock:
                 wrappers.append(w)
         return w
@@ -319,19 +322,149 @@ def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> 
             with contextlib.suppress(Exception):
                 wrappers[0].close_pool()
 
+    return Subject(kind, name, checkout, close, settings)
+
+
+def _django_db(t: Target, engine: str, options: dict[str, Any], ping: bool) -> dict[str, Any]:
+    hosts, ports = t.hosts_ports()
+    return {"ENGINE": engine, "NAME": t.database, "USER": t.user, "PASSWORD": t.password,
+            "HOST": hosts, "PORT": ports, "OPTIONS": options, "CONN_HEALTH_CHECKS": ping}
+
+
+def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size, "timeout": 10}
+    options: dict[str, Any] = {"pool": pool_opts, **_libpq_params(failover)}
+    if t.pgbouncer:
+        options["prepare_threshold"] = None
+    # CONN_HEALTH_CHECKS with a pool: ConnectionPool.check_connection
+    db = _django_db(t, "django.db.backends.postgresql", options, ping)
     name = label("django_pool") + (" + check" if ping else "")
-    return Subject("django_pool", name, checkout, close,
-                   {"OPTIONS.pool": pool_opts, "CONN_HEALTH_CHECKS": ping,
-                    **{k: v for k, v in options.items() if k != "pool"}})
+    return _django_subject("django_pool", name, t, db,
+                           {"OPTIONS.pool": pool_opts, "CONN_HEALTH_CHECKS": ping,
+                            **{k: v for k, v in options.items() if k != "pool"}})
+
+
+def _zonal_django(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    zopts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
+                             "timeout": 10, **failover}
+    if t.pgbouncer:
+        zopts["pgbouncer"] = "transaction"
+    db = _django_db(t, "zonal_django.backends.postgresql", {"zonal": zopts}, ping)
+    db["HOST"] = db["PORT"] = ""  # the zones name every server
+    name = label("zonal_django") + (" + pre-ping" if ping else "")
+    return _django_subject("zonal_django", name, t, db,
+                           {"OPTIONS.zonal": {k: v for k, v in zopts.items() if k != "zones"},
+                            "CONN_HEALTH_CHECKS": ping})
+
+
+def _zonal_core(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    from zonal_core.config import build_config
+    from zonal_core.pool import ZonedPool
+    from zonal_core.psycopg_driver import PsycopgDriver
+
+    opts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
+                            "timeout": 10, "pre_ping": ping, **failover}
+    if t.pgbouncer:
+        opts["pgbouncer"] = "transaction"
+    config = build_config(opts, environ={})
+    driver = PsycopgDriver({"user": t.user, "password": t.password, "dbname": t.database,
+                            "autocommit": True}, config)
+    pool = ZonedPool(driver, config)
+
+    @contextlib.contextmanager
+    def checkout() -> Iterator[Callable[[str], Any]]:
+        with pool.connection() as rec:
+            conn = rec.raw
+
+            def run(sql: str) -> Any:
+                row = conn.execute(sql).fetchone()
+                return row[0] if row else None
+            yield run
+
+    return Subject("zonal_core", label("zonal_core"), checkout, pool.close,
+                   {k: v for k, v in opts.items() if k != "zones"} | {"autocommit": True},
+                   pool=pool)
+
+
+def _psycopg_pool_autocommit(t: Target, size: int, ping: bool,
+                             failover: dict[str, Any]) -> Subject:
+    from psycopg_pool import ConnectionPool
+
+    params = _libpq_params(failover)
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if t.pgbouncer:
+        kwargs["prepare_threshold"] = None
+    pool = ConnectionPool(t.conninfo(**params), min_size=min(4, size), max_size=size,
+                          kwargs=kwargs, timeout=10, open=True,
+                          check=ConnectionPool.check_connection if ping else None)
+
+    @contextlib.contextmanager
+    def checkout() -> Iterator[Callable[[str], Any]]:
+        with pool.connection() as conn:
+            def run(sql: str) -> Any:
+                row = conn.execute(sql).fetchone()
+                return row[0] if row else None
+            yield run
+
+    return Subject("psycopg_pool_autocommit", label("psycopg_pool_autocommit"), checkout,
+                   pool.close, {"min_size": min(4, size), "max_size": size, "check": ping,
+                                **params, **kwargs})
+
+
+def _raw_psycopg(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    """No pool: each workload thread keeps its own autocommit connection, opened once
+    (keyed by the thread's name, which the workload reuses from run to run)."""
+    import psycopg
+
+    conninfo = t.conninfo(**_libpq_params(failover))
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if t.pgbouncer:
+        kwargs["prepare_threshold"] = None
+    conns: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def conn_for(name: str) -> Any:
+        conn = conns.get(name)
+        if conn is None:
+            conn = psycopg.connect(conninfo, **kwargs)
+            with lock:
+                conns[name] = conn
+        return conn
+
+    @contextlib.contextmanager
+    def checkout() -> Iterator[Callable[[str], Any]]:
+        conn = conn_for(threading.current_thread().name)
+
+        def run(sql: str) -> Any:
+            row = conn.execute(sql).fetchone()
+            return row[0] if row else None
+        yield run
+
+    def prefill(n: int) -> None:
+        for i in range(n):
+            conn_for(f"bench-{i}")  # the names run_workload gives its threads
+
+    def close() -> None:
+        with lock:
+            for conn in conns.values():
+                with contextlib.suppress(Exception):
+                    conn.close()
+            conns.clear()
+
+    return Subject("raw_psycopg", label("raw_psycopg"), checkout, close,
+                   {"pool": None, **kwargs}, _prefill=prefill)
 
 
 _SQLALCHEMY = (Need("sqlalchemy", "SQLAlchemy", "'zonal[sqlalchemy]'"),
                Need("psycopg", "psycopg", "'zonal[sqlalchemy]'"))
+_PSYCOPG = Need("psycopg", "psycopg", "'zonal[psycopg]'")
 _PSYCOPG_POOL = Need("psycopg_pool", "psycopg-pool", "'zonal[bench]'")
+_DJANGO_POOL = Need("django", "Django", "'django>=5.1'", (5, 1))
 
 SUBJECTS: dict[str, SubjectKind] = {k.name: k for k in (
-    SubjectKind("zonal", "zonal (ZonalPool)", _zonal, _SQLALCHEMY,
-                "zonal_sqlalchemy.ZonalPool: zones, local_zone, pre-ping with ping_bypass"),
+    SubjectKind("zonal", "ZonalPool (SQLAlchemy)", _zonal, _SQLALCHEMY,
+                "zonal_sqlalchemy.ZonalPool under a SQLAlchemy engine: zones, local_zone, "
+                "pre-ping with ping_bypass"),
     SubjectKind("queuepool", "SQLAlchemy QueuePool", _queuepool, _SQLALCHEMY,
                 "SQLAlchemy's default pool on a libpq multi-host URL"),
     SubjectKind("nullpool", "NullPool + PgBouncer", _nullpool, _SQLALCHEMY,
@@ -339,14 +472,36 @@ SUBJECTS: dict[str, SubjectKind] = {k.name: k for k in (
     SubjectKind("psycopg_pool", "psycopg_pool", _psycopg_pool, (_PSYCOPG_POOL,),
                 "psycopg_pool.ConnectionPool on a libpq multi-host string"),
     SubjectKind("django_pool", "Django native pool", _django_pool,
-                (Need("django", "Django", "'django>=5.1'", (5, 1)), _PSYCOPG_POOL),
+                (_DJANGO_POOL, _PSYCOPG_POOL),
                 "Django 5.1+'s OPTIONS['pool'] (psycopg_pool inside), one wrapper per thread"),
+    # measured by the request_shapes scenario only
+    SubjectKind("zonal_django", "zonal_django (Django backend)", _zonal_django,
+                (Need("django", "Django", "'zonal[django]'", (4, 2)), _PSYCOPG),
+                "zonal_django.backends.postgresql, OPTIONS['zonal'], one wrapper per thread",
+                against=False),
+    SubjectKind("zonal_core", "zonal core + psycopg (ZonedPool.connection)", _zonal_core,
+                (_PSYCOPG,),
+                "zonal_core.pool.ZonedPool with zonal_core.psycopg_driver.PsycopgDriver, "
+                "autocommit, no SQLAlchemy", against=False),
+    SubjectKind("psycopg_pool_autocommit", "psycopg_pool (pool.connection, autocommit)",
+                _psycopg_pool_autocommit, (_PSYCOPG_POOL,),
+                "psycopg_pool.ConnectionPool with autocommit connections, no SQLAlchemy",
+                against=False),
+    SubjectKind("raw_psycopg", "raw psycopg, a connection per thread (ceiling)", _raw_psycopg,
+                (_PSYCOPG,),
+                "no pool: one autocommit psycopg connection per thread, opened once",
+                against=False),
 )}
-"""Every subject ``zonal bench --against`` knows, zonal first: the one list of names."""
+"""Every subject the bench knows, zonal first: the one list of names. Those with
+``against=True`` are the choices of ``zonal bench --against``; the others are measured
+by the scenario that names them."""
 
-NAMES = tuple(SUBJECTS)
+NAMES = tuple(k for k, s in SUBJECTS.items() if s.against)
 DEFAULT_AGAINST = tuple(n for n in NAMES if n != "zonal")
 """What zonal is compared with when ``--against`` is not given: every other subject."""
+
+
+_ZONAL_KINDS = ("zonal", "zonal_django", "zonal_core")  # take zonal's failover options
 
 
 def label(kind: str) -> str:
@@ -374,9 +529,9 @@ def make_subject(kind: str, target: Target, *, size: int = 8, ping: bool = False
     try:
         build = SUBJECTS[kind].build
     except KeyError:
-        raise ValueError(f"unknown subject {kind!r}; known: {', '.join(NAMES)}") from None
+        raise ValueError(f"unknown subject {kind!r}; known: {', '.join(SUBJECTS)}") from None
     fo = dict(failover or {})
-    if kind != "zonal":
+    if kind not in _ZONAL_KINDS:
         fo = {k: v for k, v in fo.items() if k in ("connect_timeout", "load_balance_hosts")}
         if failover is not None and not fo:
             fo = {"connect_timeout": 2}
