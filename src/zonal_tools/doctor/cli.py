@@ -22,6 +22,7 @@ from zonal_tools.doctor import (
     secrets_of,
     write_report,
 )
+from zonal_tools.doctor.collect import check_url
 
 __all__ = ["add_arguments", "run"]
 
@@ -80,6 +81,14 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None,
     err = sys.stderr if stderr is None else stderr
     hidden = secrets_of([args.url, args.pgbouncer_admin])
     target = redact(mask_url(args.url), hidden)
+    for url in (args.url, args.pgbouncer_admin):
+        try:
+            check_url(url)
+        except DoctorError as exc:
+            # not split where its owner meant: show none of it
+            which = "the URL" if url == args.url else "the PgBouncer admin URL"
+            err.write(f"zonal doctor: {which}: {exc}\n")
+            return 2
     deployment = Deployment(instances=args.instances, pool_size=args.pool_size, cores=args.cores)
     try:
         report = diagnose(args.url, admin_url=args.pgbouncer_admin, deployment=deployment,

@@ -20,6 +20,7 @@ No message leaves this module with a password: driver errors are described by
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -92,6 +93,26 @@ def describe(target: Target) -> str:
     return f"postgresql://{cred}{where}/{dbname}"
 
 
+def check_url(target: Target) -> None:
+    """Refuse a URL whose password was not percent-encoded, before libpq splits it in
+    the wrong place and echoes a piece of it as a host or database name.
+
+    >>> check_url("postgresql://app:Pa@ss@db/x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    zonal_tools.doctor.collect.DoctorError: the URL's password ... percent-encode it: ...
+    """
+    if not isinstance(target, str) or "://" not in target:
+        return
+    rest = target.split("://", 1)[1]
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo = netloc.rpartition("@")[0]
+    if (netloc.count("@") > 1 or rest.count("@") != netloc.count("@")
+            or re.search(r"%(?![0-9A-Fa-f]{2})|\s", userinfo)):
+        raise DoctorError("the URL's password (or user name) holds an unencoded '@', '/', '%' "
+                          "or space (fix: percent-encode it: urllib.parse.quote_plus(password))")
+
+
 def _connect(
     target: Target, timeout: float, hidden: list[str], **kwargs: Any
 ) -> psycopg.Connection[Any]:
@@ -99,6 +120,7 @@ def _connect(
 
     from zonal_core.psycopg_driver import connect
 
+    check_url(target)
     try:
         params = conninfo_to_dict(target) if isinstance(target, str) else dict(target)
         params.update(kwargs, autocommit=True)
