@@ -158,7 +158,7 @@ def django_unavailable() -> str | None:
         import zonal_django.middleware  # noqa: F401
     except ImportError as e:
         return (f"zonal demo --django is not available: {e.name or e} cannot be imported "
-                '(fix: python3 -m pip install -e ".[lab,django]")')
+                '(fix: pip install "zonal[lab,django]")')
     return None
 
 
