@@ -424,7 +424,7 @@ def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int 
                                fix="drop pool_use_lifo")
     url_host = zconnect.url_endpoint(cparams) if cparams else None
     socket = bool(url_host and url_host.startswith("/"))  # '@' is fine in a path
-    if url_host and (("@" in url_host and not socket) or _unsplit_userinfo(cparams or {})):
+    if (url_host and "@" in url_host and not socket) or _unsplit_userinfo(cparams or {}):
         # "user:pa@ss@host": the URL parser split the password at its '@'; what it
         # calls the host is the password's tail. Never echo it.
         raise ZonalConfigError(
