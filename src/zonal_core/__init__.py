@@ -18,15 +18,17 @@ from zonal_core.errors import (
     ZonalError,
 )
 from zonal_core.health import HealthPolicy
-from zonal_core.pool import ZonedPool
-from zonal_core.pool_async import AsyncZonedPool
+from zonal_core.pool import CorePool, ZonedPool
+from zonal_core.pool_async import AsyncCorePool, AsyncZonedPool
 from zonal_core.state import PooledConnection
 from zonal_core.stats import PoolStats, ZoneStats
 from zonal_core.topology import Endpoint, Topology, Zone
 
 __all__ = [
+    "AsyncCorePool",
     "AsyncZonedPool",
     "Clock",
+    "CorePool",
     "CredentialError",
     "Endpoint",
     "FakeClock",

@@ -1,8 +1,8 @@
 """The checkout flow, written once as a generator of I/O requests.
 
 As psycopg does with its ``generators``, the decisions live here and the blocking
-(or awaiting) lives in a small runner: :class:`zonal_core.pool.ZonedPool` runs the
-flow with threads, :class:`zonal_core.pool_async.AsyncZonedPool` with asyncio. The
+(or awaiting) lives in a small runner: :class:`zonal_core.pool.CorePool` runs the
+flow with threads, :class:`zonal_core.pool_async.AsyncCorePool` with asyncio. The
 flow yields :class:`Connect`, :class:`Start`, :class:`Ping`, :class:`Wait` and
 :class:`Sleep`; the runner performs them and sends back the result, or throws the
 exception in.

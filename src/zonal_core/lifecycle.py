@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from zonal_core.pool import ZonedPool
+from zonal_core.pool import CorePool
 from zonal_core.pool_base import live_pools
 from zonal_core.state import PooledConnection
 
@@ -58,7 +58,7 @@ def close_idle_connections(timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> int:
     deadline = time.monotonic() + max(0.0, timeout)
     closed = 0
     for pool in live_pools():
-        if not isinstance(pool, ZonedPool) or pool.closed:
+        if not isinstance(pool, CorePool) or pool.closed:
             continue  # (asyncio pools close through their own loop)
         state = pool._state
         if not state.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):

@@ -1,7 +1,7 @@
-"""The zoned pool for threads: :class:`ZonedPool`.
+"""The zoned pool for threads: :class:`CorePool`.
 
 >>> from zonal_core.testing import FakeDriver
->>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432", "b": "10.0.0.2:5432"},
+>>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432", "b": "10.0.0.2:5432"},
 ...                  local_zone="a")
 >>> with pool.connection() as conn:
 ...     conn.endpoint.zone
@@ -36,7 +36,7 @@ from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
 from zonal_core.topology import Endpoint
 
-__all__ = ["ZonedPool"]
+__all__ = ["CorePool", "ZonedPool"]
 
 log = logging.getLogger("zonal.pool")
 
@@ -52,7 +52,7 @@ class _ThreadWaiter(Waiter):
         self.event.set()
 
 
-class ZonedPool(PoolBase):
+class CorePool(PoolBase):
     """Per-zone pools behind one checkout, for threaded code.
 
     ``driver`` opens, pings, resets and closes connections (see
@@ -216,7 +216,7 @@ class ZonedPool(PoolBase):
     def _close_idle_sync(self) -> None:
         self.close()
 
-    def __enter__(self) -> ZonedPool:
+    def __enter__(self) -> CorePool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -231,3 +231,8 @@ class ZonedPool(PoolBase):
                 self.driver.close(rec.raw)
             except Exception as exc:  # a dead server must not fail the caller
                 log.debug("closing %r failed: %s", rec, type(exc).__name__)
+
+
+ZonedPool = CorePool
+"""The name :class:`CorePool` had before 0.1 (one letter from ``ZonalPool``, the
+SQLAlchemy pool): kept for one release."""

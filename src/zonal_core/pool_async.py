@@ -1,6 +1,6 @@
-"""The zoned pool for asyncio: :class:`AsyncZonedPool`.
+"""The zoned pool for asyncio: :class:`AsyncCorePool`.
 
-It runs the same checkout flow as :class:`zonal_core.pool.ZonedPool`
+It runs the same checkout flow as :class:`zonal_core.pool.CorePool`
 (:mod:`zonal_core.flow`) over the same state machine; only the waiting differs. A
 cancelled checkout gives back whatever it had been granted.
 """
@@ -31,7 +31,7 @@ from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
 from zonal_core.topology import Endpoint
 
-__all__ = ["AsyncZonedPool", "TaskWaiter"]
+__all__ = ["AsyncCorePool", "AsyncZonedPool", "TaskWaiter"]
 
 log = logging.getLogger("zonal.pool")
 
@@ -69,7 +69,7 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class AsyncZonedPool(PoolBase):
+class AsyncCorePool(PoolBase):
     """Per-zone pools behind one checkout, for asyncio code."""
 
     def __init__(self, driver: AsyncDriver,
@@ -148,7 +148,7 @@ class AsyncZonedPool(PoolBase):
 
     async def putconn(self, rec: PooledConnection, *, reset: bool = True,
                       discard: str | None = None) -> None:
-        """Check ``rec`` in (see :meth:`zonal_core.pool.ZonedPool.putconn`)."""
+        """Check ``rec`` in (see :meth:`zonal_core.pool.CorePool.putconn`)."""
         if discard is None and reset and rec.lent_at is not None:
             try:
                 if not await self.driver.reset(rec.raw):
@@ -212,7 +212,7 @@ class AsyncZonedPool(PoolBase):
         # on the server).
         asyncio.run(self.close())
 
-    async def __aenter__(self) -> AsyncZonedPool:
+    async def __aenter__(self) -> AsyncCorePool:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -227,3 +227,7 @@ class AsyncZonedPool(PoolBase):
                 await self.driver.close(rec.raw)
             except Exception as exc:  # a dead server must not fail the caller
                 log.debug("closing %r failed: %s", rec, type(exc).__name__)
+
+
+AsyncZonedPool = AsyncCorePool
+"""The name :class:`AsyncCorePool` had before 0.1: kept for one release."""

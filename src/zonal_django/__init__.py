@@ -46,7 +46,7 @@ def use_direct(using: str = "default") -> AbstractContextManager[None]:
 
 
 def pool(using: str = "default") -> Any:
-    """The :class:`zonal_core.ZonedPool` of ``using`` in this process (built on first
+    """The :class:`zonal_core.CorePool` of ``using`` in this process (built on first
     use): ``pool().stats()``, ``pool().trim()``."""
     from django.db import connections
 

@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from zonal_core.pool import ZonedPool
+from zonal_core.pool import CorePool
 from zonal_core.state import PooledConnection
 
 __all__ = ["all_pools", "close_alias", "get_pool", "lost", "pools_of"]
@@ -29,15 +29,15 @@ log = logging.getLogger("zonal.django")
 
 _Key = tuple[int, str, str]
 _lock = threading.Lock()
-_pools: dict[_Key, ZonedPool] = {}
+_pools: dict[_Key, CorePool] = {}
 _current: dict[tuple[int, str], str] = {}
 # Checkouts whose wrapper was garbage-collected without close(): appended by a
 # weakref finalizer (which may run in any thread, even under a pool's lock, so it
 # only appends) and given back to their pool on the next pool lookup.
-_lost: deque[tuple[ZonedPool, PooledConnection]] = deque()
+_lost: deque[tuple[CorePool, PooledConnection]] = deque()
 
 
-def lost(pool: ZonedPool, rec: PooledConnection) -> None:
+def lost(pool: CorePool, rec: PooledConnection) -> None:
     """Record a checkout whose owner vanished (lock-free: safe from a finalizer)."""
     _lost.append((pool, rec))
 
@@ -57,7 +57,7 @@ def _reclaim() -> None:
             pool.putconn(rec, reset=False)  # a parent's connection: the core orphans it
 
 
-def get_pool(alias: str, fingerprint: str, factory: Callable[[], ZonedPool]) -> ZonedPool:
+def get_pool(alias: str, fingerprint: str, factory: Callable[[], CorePool]) -> CorePool:
     """The pool of ``alias`` for these settings in this process, built if needed."""
     if _lost:
         _reclaim()
@@ -66,7 +66,7 @@ def get_pool(alias: str, fingerprint: str, factory: Callable[[], ZonedPool]) -> 
     pool = _pools.get(key)
     if pool is not None and not pool.closed:
         return pool
-    stale: list[ZonedPool] = []
+    stale: list[CorePool] = []
     with _lock:
         pool = _pools.get(key)
         if pool is None or pool.closed:
@@ -87,17 +87,17 @@ def get_pool(alias: str, fingerprint: str, factory: Callable[[], ZonedPool]) -> 
     return pool
 
 
-def pools_of(alias: str) -> list[ZonedPool]:
+def pools_of(alias: str) -> list[CorePool]:
     """This process's open pools of ``alias``."""
     pid = os.getpid()
     return [p for (kpid, a, _), p in list(_pools.items()) if kpid == pid and a == alias
             and not p.closed]
 
 
-def all_pools() -> dict[str, ZonedPool]:
+def all_pools() -> dict[str, CorePool]:
     """This process's current pool of each alias."""
     pid = os.getpid()
-    out: dict[str, ZonedPool] = {}
+    out: dict[str, CorePool] = {}
     for (kpid, alias), fp in list(_current.items()):
         pool = _pools.get((kpid, alias, fp))
         if kpid == pid and pool is not None and not pool.closed:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zonal_core.health import HealthPolicy
 
 if TYPE_CHECKING:
-    from zonal_core.pool import ZonedPool
+    from zonal_core.pool import CorePool
     from zonal_core.stats import PoolStats
 
 __all__ = [
@@ -79,14 +79,14 @@ class Target(Protocol):
     def stats(self) -> PoolStats:
         """The pool's snapshot."""
 
-    def core(self) -> ZonedPool:
+    def core(self) -> CorePool:
         """The zoned pool underneath."""
 
     def close(self) -> None:
         """Close every connection (bounded)."""
 
 
-def set_health_policy(pool: ZonedPool, policy: HealthPolicy) -> None:
+def set_health_policy(pool: CorePool, policy: HealthPolicy) -> None:
     """Give ``pool`` shorter ejections, so a short demo shows a whole outage and its
     failback. Adapters build their pool with the default :class:`HealthPolicy`
     (5 s first ejection); this is for the demo only, before any traffic."""
@@ -116,7 +116,7 @@ class SQLAlchemyTarget:
         self.engine = create_engine(url, poolclass=ZonalPool, **options)
         self.options = options
 
-    def core(self) -> ZonedPool:
+    def core(self) -> CorePool:
         from zonal_sqlalchemy import ZonalPool
 
         pool = self.engine.pool
@@ -184,10 +184,10 @@ class DjangoTarget:
         django.setup()
         self._zones_by_port = dict(zones_by_port)
 
-    def core(self) -> ZonedPool:
+    def core(self) -> CorePool:
         import zonal_django
 
-        pool: ZonedPool = zonal_django.pool()
+        pool: CorePool = zonal_django.pool()
         return pool
 
     def stats(self) -> PoolStats:

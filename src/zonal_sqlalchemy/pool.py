@@ -35,7 +35,7 @@ from zonal_core.flow import Attempt, not_a_zone_failure
 from zonal_core.health import HealthPolicy
 from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.options import ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, OPTIONS
-from zonal_core.pool import ZonedPool
+from zonal_core.pool import CorePool
 from zonal_core.pool_async import TaskWaiter
 from zonal_core.psycopg_driver import bounded_ping
 from zonal_core.state import PooledConnection, Waiter
@@ -100,7 +100,7 @@ class _RecordDriver:
         rec.close()  # fires the "close" event
 
 
-class _GreenletZonedPool(ZonedPool):
+class _GreenletCorePool(CorePool):
     """The core pool run from SQLAlchemy's asyncio engines: the pool code runs in a
     greenlet on the event loop, so waiting awaits instead of blocking the thread."""
 
@@ -160,7 +160,7 @@ class ZonalPool(Pool):
     """
 
     _is_asyncio = False
-    _core_class: type[ZonedPool] = ZonedPool
+    _core_class: type[CorePool] = CorePool
 
     def __init__(
         self,
@@ -341,7 +341,7 @@ class ZonalPool(Pool):
     # -- zonal's own ------------------------------------------------------------
 
     @property
-    def core(self) -> ZonedPool:
+    def core(self) -> CorePool:
         """The zoned pool underneath."""
         return self._core
 
@@ -380,7 +380,7 @@ class ZonalAsyncPool(ZonalPool):
     """
 
     _is_asyncio = True
-    _core_class = _GreenletZonedPool
+    _core_class = _GreenletCorePool
 
     def trim(self, min_idle: int | None = None) -> int:
         if not in_greenlet():

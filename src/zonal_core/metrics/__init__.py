@@ -1,6 +1,6 @@
 """Metrics exporters for zonal pools: Prometheus and OpenTelemetry.
 
-Both exporters read :meth:`pool.stats() <zonal_core.pool.ZonedPool.stats>` when they
+Both exporters read :meth:`pool.stats() <zonal_core.pool.CorePool.stats>` when they
 are collected (a scrape, an export interval), never on a pool's hot path: the pool
 only bumps plain integers under its lock.
 
@@ -14,9 +14,9 @@ This package imports neither library; only the exporter modules do.
 Anything with a ``stats()`` method returning :class:`~zonal_core.stats.PoolStats` can
 be exported (:class:`StatsSource`): the core pools and the adapters' pools alike.
 
->>> from zonal_core.pool import ZonedPool
+>>> from zonal_core.pool import CorePool
 >>> from zonal_core.testing import FakeDriver
->>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+>>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
 >>> isinstance(pool, StatsSource)
 True
 
@@ -83,10 +83,10 @@ class PoolSet:
     drops it, it leaves the metrics. Two live pools with the same name would give
     the same label set twice, so :meth:`add` refuses that.
 
-    >>> from zonal_core.pool import ZonedPool
+    >>> from zonal_core.pool import CorePool
     >>> from zonal_core.testing import FakeDriver
     >>> pools = PoolSet()
-    >>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+    >>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
     >>> pools.add(pool)
     >>> [s.name for s in pools.snapshots()]
     ['orders']

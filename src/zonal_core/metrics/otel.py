@@ -4,11 +4,11 @@ Needs ``pip install "zonal[otel]"`` (``opentelemetry-api`` only; bring your own 
 
 >>> from opentelemetry.sdk.metrics import MeterProvider
 >>> from opentelemetry.sdk.metrics.export import InMemoryMetricReader
->>> from zonal_core.pool import ZonedPool
+>>> from zonal_core.pool import CorePool
 >>> from zonal_core.testing import FakeDriver
 >>> reader = InMemoryMetricReader()
 >>> provider = MeterProvider(metric_readers=[reader])
->>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+>>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
 >>> handle = instrument(pool, meter_provider=provider)
 >>> pool.putconn(pool.getconn())
 >>> data = reader.get_metrics_data()     # the pool is read now, at collection time
@@ -390,9 +390,9 @@ def instrument(pool: StatsSource, meter_provider: MeterProvider | None = None
     :class:`~zonal_core.errors.ZonalConfigError`.
 
     >>> from opentelemetry.sdk.metrics import MeterProvider
-    >>> from zonal_core.pool import ZonedPool
+    >>> from zonal_core.pool import CorePool
     >>> from zonal_core.testing import FakeDriver
-    >>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+    >>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
     >>> with instrument(pool, MeterProvider()) as handle:
     ...     handle.active
     True

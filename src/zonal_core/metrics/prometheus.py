@@ -3,9 +3,9 @@
 Needs ``pip install "zonal[prometheus]"``.
 
 >>> from prometheus_client import CollectorRegistry, generate_latest
->>> from zonal_core.pool import ZonedPool
+>>> from zonal_core.pool import CorePool
 >>> from zonal_core.testing import FakeDriver
->>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+>>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
 >>> registry = CollectorRegistry()
 >>> collector = register(pool, registry)      # or ZonalCollector(pool, registry)
 >>> pool.putconn(pool.getconn())
@@ -248,9 +248,9 @@ class ZonalCollector(Collector):
     More pools can join with :meth:`add`; each needs its own name.
 
     >>> from prometheus_client import CollectorRegistry
-    >>> from zonal_core.pool import ZonedPool
+    >>> from zonal_core.pool import CorePool
     >>> from zonal_core.testing import FakeDriver
-    >>> pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+    >>> pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
     >>> registry = CollectorRegistry()
     >>> collector = ZonalCollector(pool, registry)
     >>> registry.get_sample_value("zonal_pool_connection_limit", {"pool": "orders"})
@@ -312,11 +312,11 @@ def register(pool: StatsSource, registry: CollectorRegistry = REGISTRY) -> Zonal
     name, one series per pool and zone), so calling this once per pool is right.
 
     >>> from prometheus_client import CollectorRegistry
-    >>> from zonal_core.pool import ZonedPool
+    >>> from zonal_core.pool import CorePool
     >>> from zonal_core.testing import FakeDriver
     >>> registry = CollectorRegistry()
-    >>> orders = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
-    >>> users = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="users")
+    >>> orders = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="orders")
+    >>> users = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, name="users")
     >>> register(orders, registry) is register(users, registry)
     True
     """

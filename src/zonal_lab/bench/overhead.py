@@ -1,5 +1,5 @@
 """Checkout plus checkin with a fake driver: zonal's core container
-(``ZonedPool.getconn``/``putconn``), ``ZonalPool`` through SQLAlchemy's pool API
+(``CorePool.getconn``/``putconn``), ``ZonalPool`` through SQLAlchemy's pool API
 (``pool.connect()``/``close()``) and SQLAlchemy's QueuePool through the same API.
 
 Every pool gets a connection that costs nothing, so what is measured is the pool's
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from zonal_core.pool import ZonedPool
+from zonal_core.pool import CorePool
 from zonal_core.testing import FakeDriver
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def _queuepool_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
 
 
 def _zonal_core_cycle(pool_size: int) -> tuple[Callable[[], None], Any]:
-    pool = ZonedPool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, pool_size=pool_size)
+    pool = CorePool(FakeDriver(), zones={"a": "10.0.0.1:5432"}, pool_size=pool_size)
     getconn, putconn = pool.getconn, pool.putconn
 
     def cycle() -> None:
@@ -87,7 +87,7 @@ SUBJECTS: dict[str, Callable[[int], tuple[Callable[[], None], Any]]] = {
 """What is timed, by name; ``zonal_core_aa`` is the core again (the A/A pair)."""
 
 LABELS = {
-    "zonal_core": "zonal core (ZonedPool.getconn/putconn)",
+    "zonal_core": "zonal core (CorePool.getconn/putconn)",
     "zonal_core_aa": "zonal core again (A/A)",
     "zonalpool": "ZonalPool (SQLAlchemy pool.connect/close)",
     "queuepool": "QueuePool (SQLAlchemy pool.connect/close)",

@@ -206,7 +206,7 @@ def overhead(ctx: Context) -> Result:
         "what": f"µs per checkout+checkin (median of {rounds} interleaved rounds of {ops} "
                 "ops, min-max of the rounds beside it) on a connection that costs nothing "
                 "(python -m zonal_lab.bench.overhead): zonal's core container "
-                "(ZonedPool.getconn/putconn, measured twice: the A/A pair), ZonalPool and "
+                "(CorePool.getconn/putconn, measured twice: the A/A pair), ZonalPool and "
                 "QueuePool both through SQLAlchemy's pool API (pool.connect() then the "
                 "fairy's close(), reset-on-return included).",
         "columns": [["threads", "threads"], ["label", "subject"], ["us", "µs/op"],
@@ -978,7 +978,7 @@ def request_shapes(ctx: Context) -> Result:
         "Each request is what a view or a handler does in autocommit: check out, one "
         "`SELECT 1` (one round trip, no BEGIN/COMMIT), give back. Django subjects: the "
         "thread's connection, a cursor, then connection.close() (the request's end); "
-        "the core: ZonedPool.connection() over PsycopgDriver(autocommit=True); "
+        "the core: CorePool.connection() over PsycopgDriver(autocommit=True); "
         "psycopg_pool: pool.connection() with autocommit connections; the ceiling: "
         "conn.execute on the thread's own connection, opened once.")
     notes.append(

@@ -359,7 +359,7 @@ def _zonal_django(t: Target, size: int, ping: bool, failover: dict[str, Any]) ->
 
 def _zonal_core(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     from zonal_core.config import build_config
-    from zonal_core.pool import ZonedPool
+    from zonal_core.pool import CorePool
     from zonal_core.psycopg_driver import PsycopgDriver
 
     opts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
@@ -369,7 +369,7 @@ def _zonal_core(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> S
     config = build_config(opts, environ={})
     driver = PsycopgDriver({"user": t.user, "password": t.password, "dbname": t.database,
                             "autocommit": True}, config)
-    pool = ZonedPool(driver, config)
+    pool = CorePool(driver, config)
 
     @contextlib.contextmanager
     def checkout() -> Iterator[Callable[[str], Any]]:
@@ -479,9 +479,9 @@ SUBJECTS: dict[str, SubjectKind] = {k.name: k for k in (
                 (Need("django", "Django", "'zonal[django]'", (4, 2)), _PSYCOPG),
                 "zonal_django.backends.postgresql, OPTIONS['zonal'], one wrapper per thread",
                 against=False),
-    SubjectKind("zonal_core", "zonal core + psycopg (ZonedPool.connection)", _zonal_core,
+    SubjectKind("zonal_core", "zonal core + psycopg (CorePool.connection)", _zonal_core,
                 (_PSYCOPG,),
-                "zonal_core.pool.ZonedPool with zonal_core.psycopg_driver.PsycopgDriver, "
+                "zonal_core.pool.CorePool with zonal_core.psycopg_driver.PsycopgDriver, "
                 "autocommit, no SQLAlchemy", against=False),
     SubjectKind("psycopg_pool_autocommit", "psycopg_pool (pool.connection, autocommit)",
                 _psycopg_pool_autocommit, (_PSYCOPG_POOL,),

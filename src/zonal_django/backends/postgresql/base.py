@@ -47,7 +47,7 @@ from zonal_core import pgbouncer as rules
 from zonal_core.errors import ZonalError
 from zonal_core.lifecycle import install_sigterm_handler
 from zonal_core.options import ENV_VARS
-from zonal_core.pool import ZonedPool
+from zonal_core.pool import CorePool
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.state import PooledConnection
 from zonal_django import conf, pools
@@ -66,7 +66,7 @@ class _Checkout:
     __slots__ = ("pool", "rec")
 
     def __init__(self) -> None:
-        self.pool: ZonedPool | None = None
+        self.pool: CorePool | None = None
         self.rec: PooledConnection | None = None
 
 
@@ -158,7 +158,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         return plan
 
     @property
-    def zonal_pool(self) -> ZonedPool:
+    def zonal_pool(self) -> CorePool:
         """This alias's pool in this process, for these settings (built if needed)."""
         params = self.get_connection_params()
         return self._pool_for(self.zonal_plan(params), params)
@@ -174,8 +174,8 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         config = plan[1].config
         return config.session_state if plan[1].transaction_mode else None
 
-    def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> ZonedPool:
-        def build() -> ZonedPool:
+    def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
+        def build() -> CorePool:
             params = conf.connect_params(conn_params)
             # Idle connections sit in autocommit; Django sets its own mode at checkout.
             params["autocommit"] = True
@@ -183,7 +183,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
                 # the runtime may freeze or destroy the sandbox right after SIGTERM:
                 # close idle connections first (main thread only; chains)
                 install_sigterm_handler()
-            return ZonedPool(PsycopgDriver(params, plan.config), plan.config)
+            return CorePool(PsycopgDriver(params, plan.config), plan.config)
 
         return pools.get_pool(self.alias, plan.fingerprint, build)
 
@@ -319,7 +319,7 @@ class _ClosedConnection:
 _CLOSED = _ClosedConnection()
 
 
-def _give_back(pool: ZonedPool, rec: PooledConnection) -> None:
+def _give_back(pool: CorePool, rec: PooledConnection) -> None:
     """Check ``rec`` in: idle in autocommit, or discarded if broken."""
     raw = rec.raw
     raw.zonal.on_timeout = None
