@@ -42,10 +42,10 @@ from zonal_core.health import HealthPolicy
 from zonal_lab.demo_view import Screen, format_ms, table
 from zonal_lab.demo_workload import (
     CREATE_TABLE,
+    DemoAdapter,
     DjangoTarget,
     Record,
     SQLAlchemyTarget,
-    Target,
     Workload,
     django_unavailable,
     set_health_policy,
@@ -194,7 +194,7 @@ class Demo:
         self.say(f"zonal demo: three PostgreSQL zones on this machine, a workload through "
                  f"{via}, and an outage of the local zone.")
         lab = Lab(zones=list(ZONES))
-        target: Target | None = None
+        target: DemoAdapter | None = None
         workload: Workload | None = None
         code = 2
         began = time.monotonic()
@@ -264,7 +264,7 @@ class Demo:
             "failback_after": self.plan.failback_after,
         }
 
-    def _target(self, lab: Any) -> Target:
+    def _target(self, lab: Any) -> DemoAdapter:
         options = self._options(lab)
         if self.django:
             options["timeout"] = POOL_TIMEOUT
@@ -302,7 +302,7 @@ class Demo:
 
     # -- the run ----------------------------------------------------------------
 
-    def _drive(self, lab: Any, target: Target, workload: Workload) -> int:
+    def _drive(self, lab: Any, target: DemoAdapter, workload: Workload) -> int:
         plan = self.plan
         zone = lab[LOCAL]
         actions: dict[str, tuple[Callable[[], None], str]] = {
@@ -380,7 +380,7 @@ class Demo:
 
     # -- the end ----------------------------------------------------------------
 
-    def _summary(self, records: list[Record], target: Target) -> int:
+    def _summary(self, records: list[Record], target: DemoAdapter) -> int:
         plan, seen = self.plan, self.observed
         ok = True
         say = self.say

@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS",
+    "DemoAdapter",
     "DjangoTarget",
     "Failed",
     "Record",
     "SQLAlchemyTarget",
-    "Target",
     "Workload",
     "django_unavailable",
     "set_health_policy",
@@ -67,7 +67,7 @@ class Failed(Exception):
         self.error = error
 
 
-class Target(Protocol):
+class DemoAdapter(Protocol):
     """The adapter the workload goes through."""
 
     name: str
@@ -230,7 +230,7 @@ class Workload:
     """``threads`` clients, each sending requests with a short think time until
     ``stop()`` or ``seconds`` after ``start()``."""
 
-    def __init__(self, target: Target, threads: int = 6, seconds: float = 60.0,
+    def __init__(self, target: DemoAdapter, threads: int = 6, seconds: float = 60.0,
                  think: float = 0.01, seed: int | None = None) -> None:
         self.target = target
         self.threads = threads

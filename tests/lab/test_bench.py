@@ -56,7 +56,7 @@ def test_quick_bench_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert {r["threads"] for r in overhead["rows"] if "ratio" in r} == {1, 4}
     # each label says what it times; ZonalPool is timed through SQLAlchemy's pool API
     timed = {r["subject"]: r["label"] for r in overhead["rows"] if "ratio" in r}
-    assert timed == {"zonal_core": "zonal core (ZonedPool.getconn/putconn)",
+    assert timed == {"zonal_core": "zonal core (CorePool.getconn/putconn)",
                      "zonal_core_aa": "zonal core again (A/A)",
                      "zonal": "ZonalPool (SQLAlchemy pool.connect/close)",
                      "queuepool": "QueuePool (SQLAlchemy pool.connect/close)"}
@@ -164,7 +164,7 @@ def test_a_scenario_whose_library_is_missing_is_skipped(
 def test_the_subjects_are_named_for_what_they_measure() -> None:
     assert subjects.label("zonal") == "ZonalPool (SQLAlchemy)"
     assert subjects.label("zonal_django") == "zonal_django (Django backend)"
-    assert subjects.label("zonal_core") == "zonal core + psycopg (ZonedPool.connection)"
+    assert subjects.label("zonal_core") == "zonal core + psycopg (CorePool.connection)"
     assert "ceiling" in subjects.label("raw_psycopg")
     # measured by request_shapes only: not choices of --against
     only = {"zonal_django", "zonal_core", "psycopg_pool_autocommit", "raw_psycopg"}

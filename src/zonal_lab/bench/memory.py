@@ -28,9 +28,9 @@ def _rss() -> int:
 def main() -> int:
     spec = json.loads(os.environ["ZONAL_BENCH_MEMORY"])
     kind, size = spec["kind"], int(spec["size"])
-    from zonal_lab.bench.subjects import Target, make_subject
+    from zonal_lab.bench.subjects import BenchDatabase, make_subject
 
-    target = Target(**spec["target"])
+    target = BenchDatabase(**spec["target"])
     # import what the subject needs before the baseline, so delta is the pool's
     subject = make_subject(kind, target, size=size)
     subject.query("select 1")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zonal_lab.bench.children import child_env
-from zonal_lab.bench.subjects import Need, Subject, Target, make_subject
+from zonal_lab.bench.subjects import BenchDatabase, Need, Subject, make_subject
 from zonal_lab.bench.subjects import label as label_of
 from zonal_lab.bench.workload import Run, median, percentile, run_workload
 
@@ -58,10 +58,10 @@ class Context:
         return self.lab
 
     def target(self, zones: Sequence[str] = ("a",), *, pgbouncer: bool = False,
-               proxy: bool = False) -> Target:
+               proxy: bool = False) -> BenchDatabase:
         lab = self.running_lab
         eps = lab.zones(pgbouncer=pgbouncer, proxy=proxy)
-        return Target(lab.user, lab.password, lab.database,
+        return BenchDatabase(lab.user, lab.password, lab.database,
                       {z: eps[z] for z in zones}, pgbouncer)
 
     def zone_of_port(self) -> dict[int, str]:
@@ -82,7 +82,7 @@ def _r(value: float | None, nd: int = 2) -> float | None:
 
 
 @contextlib.contextmanager
-def _subject(kind: str, target: Target, **kw: Any) -> Iterator[Subject]:
+def _subject(kind: str, target: BenchDatabase, **kw: Any) -> Iterator[Subject]:
     s = make_subject(kind, target, **kw)
     try:
         yield s

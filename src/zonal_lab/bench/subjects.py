@@ -2,7 +2,7 @@
 
 Every subject answers one request with :meth:`Subject.query`: check out a
 connection, run one statement, fetch one value, give the connection back. Each is
-pointed at a :class:`Target` (zones in preference order, the first one local) and
+pointed at a :class:`BenchDatabase` (zones in preference order, the first one local) and
 configured for it: behind PgBouncer in transaction mode every psycopg subject gets
 ``prepare_threshold=None`` (otherwise it fails, see NOTES), so the comparison is
 between correct setups.
@@ -28,10 +28,10 @@ __all__ = [
     "DEFAULT_AGAINST",
     "NAMES",
     "SUBJECTS",
+    "BenchDatabase",
     "Need",
     "Subject",
     "SubjectKind",
-    "Target",
     "label",
     "make_subject",
     "missing",
@@ -39,7 +39,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Target:
+class BenchDatabase:
     """Where a subject connects: ``zones`` in order, the first is the local one."""
 
     user: str
@@ -127,7 +127,7 @@ class Subject:
             t.join(timeout)
 
 
-Builder = Callable[[Target, int, bool, dict[str, Any]], Subject]
+Builder = Callable[[BenchDatabase, int, bool, dict[str, Any]], Subject]
 """``(target, size, ping, failover) -> Subject``: one configured pool."""
 
 
@@ -193,7 +193,7 @@ def _engine_subject(kind: str, label: str, engine: Any, settings: dict[str, Any]
     return Subject(kind, label, checkout, engine.dispose, settings, pool=engine.pool)
 
 
-def _zonal(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _zonal(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     from sqlalchemy import create_engine
 
     from zonal_sqlalchemy import ZonalPool
@@ -219,7 +219,7 @@ def _libpq_params(failover: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _queuepool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _queuepool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     from sqlalchemy import create_engine
 
     params = _libpq_params(failover)
@@ -232,7 +232,7 @@ def _queuepool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Su
                             **params, **connect_args})
 
 
-def _nullpool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _nullpool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -244,7 +244,7 @@ def _nullpool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Sub
                            {"poolclass": "NullPool", **params, **connect_args})
 
 
-def _psycopg_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _psycopg_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     from psycopg_pool import ConnectionPool
 
     params = _libpq_params(failover)
@@ -282,7 +282,7 @@ def _django_setup() -> None:
             django.setup()
 
 
-def _django_subject(kind: str, name: str, t: Target, db: dict[str, Any],
+def _django_subject(kind: str, name: str, t: BenchDatabase, db: dict[str, Any],
                     settings: dict[str, Any]) -> Subject:
     """A Django alias configured with ``db``; a request is what a view does in
     autocommit: one query through the thread's connection, then ``close()`` (which
@@ -325,13 +325,14 @@ def _django_subject(kind: str, name: str, t: Target, db: dict[str, Any],
     return Subject(kind, name, checkout, close, settings)
 
 
-def _django_db(t: Target, engine: str, options: dict[str, Any], ping: bool) -> dict[str, Any]:
+def _django_db(t: BenchDatabase, engine: str, options: dict[str, Any],
+               ping: bool) -> dict[str, Any]:
     hosts, ports = t.hosts_ports()
     return {"ENGINE": engine, "NAME": t.database, "USER": t.user, "PASSWORD": t.password,
             "HOST": hosts, "PORT": ports, "OPTIONS": options, "CONN_HEALTH_CHECKS": ping}
 
 
-def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _django_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size, "timeout": 10}
     options: dict[str, Any] = {"pool": pool_opts, **_libpq_params(failover)}
     if t.pgbouncer:
@@ -344,7 +345,7 @@ def _django_pool(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> 
                             **{k: v for k, v in options.items() if k != "pool"}})
 
 
-def _zonal_django(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _zonal_django(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     zopts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
                              "timeout": 10, **failover}
     if t.pgbouncer:
@@ -357,7 +358,7 @@ def _zonal_django(t: Target, size: int, ping: bool, failover: dict[str, Any]) ->
                             "CONN_HEALTH_CHECKS": ping})
 
 
-def _zonal_core(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _zonal_core(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     from zonal_core.config import build_config
     from zonal_core.pool import CorePool
     from zonal_core.psycopg_driver import PsycopgDriver
@@ -386,7 +387,7 @@ def _zonal_core(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> S
                    pool=pool)
 
 
-def _psycopg_pool_autocommit(t: Target, size: int, ping: bool,
+def _psycopg_pool_autocommit(t: BenchDatabase, size: int, ping: bool,
                              failover: dict[str, Any]) -> Subject:
     from psycopg_pool import ConnectionPool
 
@@ -411,7 +412,7 @@ def _psycopg_pool_autocommit(t: Target, size: int, ping: bool,
                                 **params, **kwargs})
 
 
-def _raw_psycopg(t: Target, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _raw_psycopg(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
     """No pool: each workload thread keeps its own autocommit connection, opened once
     (keyed by the thread's name, which the workload reuses from run to run)."""
     import psycopg
@@ -518,7 +519,7 @@ def missing(kind: str) -> str | None:
     return None
 
 
-def make_subject(kind: str, target: Target, *, size: int = 8, ping: bool = False,
+def make_subject(kind: str, target: BenchDatabase, *, size: int = 8, ping: bool = False,
                  failover: dict[str, Any] | None = None) -> Subject:
     """Build ``kind`` against ``target`` with at most ``size`` connections.
 

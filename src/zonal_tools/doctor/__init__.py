@@ -29,7 +29,7 @@ from zonal_core.secrets import mask, redact
 from zonal_tools.doctor.checks import analyze
 from zonal_tools.doctor.collect import (
     DoctorError,
-    Target,
+    DoctorTarget,
     collect,
     describe,
     secrets_of,
@@ -49,13 +49,13 @@ __all__ = [
     "CHECK_TIMEOUT",
     "Deployment",
     "DoctorError",
+    "DoctorTarget",
     "Facts",
     "Finding",
     "PgBouncerFacts",
     "Recommendation",
     "Report",
     "ServerFacts",
-    "Target",
     "analyze",
     "collect",
     "connect_failure",
@@ -75,7 +75,7 @@ CHECK_TIMEOUT = 30.0
 
 
 def diagnose(
-    target: Target,
+    target: DoctorTarget,
     *,
     admin_url: str | None = None,
     deployment: Deployment | None = None,

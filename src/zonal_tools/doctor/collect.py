@@ -35,9 +35,9 @@ from zonal_tools.doctor.facts import SETTINGS, Facts, PgBouncerFacts, ServerFact
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["DoctorError", "Target", "collect", "describe", "secrets_of", "with_deadline"]
+__all__ = ["DoctorError", "DoctorTarget", "collect", "describe", "secrets_of", "with_deadline"]
 
-Target = str | Mapping[str, Any]
+DoctorTarget = str | Mapping[str, Any]
 """What to check: a URL (or libpq conninfo string), or ``psycopg.connect()``
 keyword arguments for one host."""
 
@@ -48,7 +48,7 @@ class DoctorError(Exception):
     """Doctor could not connect or read; the message is safe to print (no password)."""
 
 
-def _password_of(target: Target) -> str | None:
+def _password_of(target: DoctorTarget) -> str | None:
     if not isinstance(target, str):
         value = target.get("password")
         return value if isinstance(value, str) else None
@@ -61,14 +61,14 @@ def _password_of(target: Target) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def secrets_of(targets: Iterable[Target | None]) -> list[str]:
+def secrets_of(targets: Iterable[DoctorTarget | None]) -> list[str]:
     """Every password the given targets (and ``PGPASSWORD``) carry: what output must hide."""
     found = [_password_of(t) for t in targets if t]
     found.append(os.environ.get("PGPASSWORD"))
     return [s for s in found if s]
 
 
-def describe(target: Target) -> str:
+def describe(target: DoctorTarget) -> str:
     """The target as a URL with its password masked, for reports.
 
     >>> describe("postgresql://app:secret@db:5432/appdb")
@@ -93,7 +93,7 @@ def describe(target: Target) -> str:
     return f"postgresql://{cred}{where}/{dbname}"
 
 
-def check_url(target: Target) -> None:
+def check_url(target: DoctorTarget) -> None:
     """Refuse a URL whose password was not percent-encoded, before libpq splits it in
     the wrong place and echoes a piece of it as a host or database name.
 
@@ -114,7 +114,7 @@ def check_url(target: Target) -> None:
 
 
 def _connect(
-    target: Target, timeout: float, hidden: list[str], **kwargs: Any
+    target: DoctorTarget, timeout: float, hidden: list[str], **kwargs: Any
 ) -> psycopg.Connection[Any]:
     from psycopg.conninfo import conninfo_to_dict
 
@@ -167,7 +167,7 @@ def _backend_pid(conn: psycopg.Connection[Any]) -> int:
 
 
 def _infer_mode(
-    conn: psycopg.Connection[Any], target: Target, timeout: float, hidden: list[str], app: str
+    conn: psycopg.Connection[Any], target: DoctorTarget, timeout: float, hidden: list[str], app: str
 ) -> tuple[str | None, str | None]:
     """(mode, how) from behaviour alone; see the module docstring."""
     import psycopg
@@ -227,7 +227,7 @@ def _read_admin(
 
 
 def collect(
-    target: Target,
+    target: DoctorTarget,
     admin_url: str | None = None,
     connect_timeout: float = DEFAULTS["connect_timeout"],
 ) -> Facts:
