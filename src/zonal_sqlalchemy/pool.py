@@ -436,7 +436,10 @@ def _build(options: dict[str, Any], *, recycle: float | None, max_overflow: int 
                         or os.environ.get(ENV_TOPOLOGY) or os.environ.get(ENV_TOPOLOGY_FILE))
     if url_host and has_topology:
         raise ZonalConfigError(
-            "zones", f"the URL names a host ({url_host}) and zones are given too",
+            # (the host is not echoed: with an unencoded password it can be the
+            # password's tail)
+            "zones", "the URL names a host and zones are given too (percent-encode a "
+            "password holding '@', '?' or '/')",
             fix="drop ?host= (and ?port=) from the URL: postgresql+psycopg://user:password@/dbname"
             if socket else "drop the host from the URL: postgresql+psycopg://user:password@/dbname")
     if url_host and not has_topology:

@@ -77,7 +77,7 @@ def test_a_socket_url_with_zones_or_two_sockets_is_refused() -> None:
 
     from zonal_sqlalchemy import ZonalPool
 
-    with pytest.raises(ZonalConfigError, match=r"names a host \(/tmp:5432\)") as info:
+    with pytest.raises(ZonalConfigError, match=r"names a host and zones") as info:
         create_engine("postgresql+psycopg://app@/appdb?host=/tmp", poolclass=ZonalPool,
                       zones={"a": "db:5432"})
     assert "?host=" in str(info.value.fix)
