@@ -24,10 +24,11 @@ from zonal_tools.doctor import (
 )
 from zonal_tools.doctor.collect import check_url
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "positive_int", "run"]
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (for ``--instances`` and alike)."""
     try:
         value = int(text)
     except ValueError:
@@ -51,15 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "SHOW CONFIG, SHOW POOLS, SHOW DATABASES",
     )
     parser.add_argument(
-        "--instances", type=_positive, default=None, metavar="N",
+        "--instances", type=positive_int, default=None, metavar="N",
         help="processes with a pool each, across all zones and machines",
     )
     parser.add_argument(
-        "--pool-size", type=_positive, default=None, metavar="N",
+        "--pool-size", type=positive_int, default=None, metavar="N",
         help=f"the pool_size you run or plan (default: zonal's {DEFAULTS['pool_size']})",
     )
     parser.add_argument(
-        "--cores", type=_positive, default=None, metavar="N",
+        "--cores", type=positive_int, default=None, metavar="N",
         help="CPU cores per instance (default: this machine's)",
     )
     parser.add_argument(

@@ -10,7 +10,6 @@ run (an unknown or non-zonal alias, settings zonal refuses).
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
@@ -32,21 +31,12 @@ from zonal_tools.doctor import (
     secrets_of,
     write_report,
 )
+from zonal_tools.doctor.cli import positive_int
 
 # doctor sends startup options of its own (they tell PgBouncer apart); connection
 # objects' options are doctor's to set
 _NOT_FOR_DOCTOR = frozenset({"options", "autocommit", "prepare_threshold", "cursor_factory",
                              "row_factory", "context"})
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 class Command(BaseCommand):
@@ -59,7 +49,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--database", action="append",
                             help="alias (repeatable); default: every zonal alias")
-        parser.add_argument("--instances", type=_positive, default=None, metavar="N",
+        parser.add_argument("--instances", type=positive_int, default=None, metavar="N",
                             help="processes with a pool each, across all zones and machines "
                             "(checks pool_size against the server's limits)")
         parser.add_argument("--json", action="store_true", help="print JSON")
