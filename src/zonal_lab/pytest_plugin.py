@@ -17,14 +17,25 @@ Tests that need PgBouncer are skipped, with the reason, when it is not installed
 mark them ``@pytest.mark.pgbouncer``, or just ask for ``pgbouncer=True``. Likewise
 when no PostgreSQL server programs are found. Set ``ZONAL_LAB_REQUIRE=1`` (CI) to
 fail instead of skipping.
+
+Everything a test finds missing from its environment goes through one helper,
+so that ``ZONAL_LAB_REQUIRE`` turns it into a failure too::
+
+    from zonal_lab.pytest_plugin import lab_missing, require_lab, require_module
+
+    require_lab(pgbouncer=True, tls=False)  # the lab's programs, before a Lab(...) of one's own
+    fastapi = require_module("fastapi")     # a package of the [dev] extra
+    lab_missing("uvicorn is not installed")  # anything else the test found missing
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from types import ModuleType
+from typing import Any, NoReturn, Protocol
 
 import pytest
 
@@ -32,7 +43,17 @@ from zonal_lab.binaries import find_pgbouncer, find_postgres
 from zonal_lab.errors import LabError
 from zonal_lab.lab import Lab
 
-__all__ = ["LabCache", "LabFactory", "pgbouncer_available", "zonal_lab", "zonal_lab_cache"]
+__all__ = [
+    "LabCache",
+    "LabFactory",
+    "lab_missing",
+    "lab_required",
+    "pgbouncer_available",
+    "require_lab",
+    "require_module",
+    "zonal_lab",
+    "zonal_lab_cache",
+]
 
 _Key = tuple[object, ...]
 
@@ -53,21 +74,49 @@ def _pgbouncer_missing() -> str | None:
     return None
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("ZONAL_LAB_REQUIRE", "") not in ("", "0"):
+def lab_required() -> bool:
+    """True when ``ZONAL_LAB_REQUIRE`` is set (to anything but ``0``)."""
+    return os.environ.get("ZONAL_LAB_REQUIRE", "") not in ("", "0")
+
+
+def lab_missing(reason: str) -> NoReturn:
+    """What the test needs from its environment is missing (the lab's programs, a
+    package of the [dev] extra, ...): skip with ``reason``, or fail when
+    ``ZONAL_LAB_REQUIRE`` is set. The one way tests give up for want of something;
+    also usable at module level (the whole module is skipped)."""
+    if lab_required():
         pytest.fail(f"{reason} (and ZONAL_LAB_REQUIRE is set)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
-def _require(pgbouncer: bool) -> None:
+def require_lab(pgbouncer: bool = False, tls: bool = False) -> None:
+    """:func:`lab_missing` unless the lab can start: PostgreSQL's server programs
+    (built with SSL if ``tls``), and PgBouncer if ``pgbouncer``."""
     try:
-        find_postgres()
+        find_postgres(tls=tls)
     except LabError as exc:
-        _missing(str(exc))
+        lab_missing(str(exc))
     if pgbouncer:
         reason = _pgbouncer_missing()
         if reason is not None:
-            _missing(reason)
+            lab_missing(reason)
+
+
+def require_module(name: str) -> ModuleType:
+    """The module ``name``, imported; :func:`lab_missing` if it cannot be (the test
+    environment is ``pip install -e ".[dev]"``)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        lab_missing(f"{name} cannot be imported ({exc}; fix: pip install -e \".[dev]\")")
+
+
+# (the names these had before they were public)
+_missing = lab_missing
+
+
+def _require(pgbouncer: bool) -> None:
+    require_lab(pgbouncer=pgbouncer)
 
 
 def _frozen(settings: Mapping[str, object] | None) -> tuple[tuple[str, str], ...]:
@@ -128,7 +177,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip ``@pytest.mark.pgbouncer`` tests when PgBouncer is not installed."""
     if item.get_closest_marker("pgbouncer") is not None and not pgbouncer_available():
-        _missing("PgBouncer is not installed (apt-get install pgbouncer, or ZONAL_LAB_PGBOUNCER)")
+        lab_missing(_pgbouncer_missing() or "PgBouncer is not installed")
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +201,7 @@ def zonal_lab(zonal_lab_cache: LabCache) -> Iterator[LabFactory]:
         server_settings: Mapping[str, object] | None = None,
         pgbouncer_settings: Mapping[str, object] | None = None,
     ) -> Lab:
-        _require(pgbouncer)
+        require_lab(pgbouncer=pgbouncer)
         names = tuple(zones)
         key = (names, pgbouncer, _frozen(server_settings), _frozen(pgbouncer_settings))
         lab = zonal_lab_cache.get(
