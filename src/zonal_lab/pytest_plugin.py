@@ -129,18 +129,26 @@ class LabCache:
     def __init__(self, max_labs: int) -> None:
         self.max_labs = max(1, max_labs)
         self._labs: OrderedDict[_Key, Lab] = OrderedDict()
+        self._pinned: set[_Key] = set()
 
-    def get(self, key: _Key, **kwargs: Any) -> Lab:
-        """The running lab for ``key``, started with ``kwargs`` if there is none."""
+    def get(self, key: _Key, *, pin: bool = False, **kwargs: Any) -> Lab:
+        """The running lab for ``key``, started with ``kwargs`` if there is none.
+        Starting one stops the least recently used beyond ``max_labs``, but never a
+        pinned one: ``pin`` for a lab that a session-wide fixture holds (Django's
+        test database lives in it), which must run until the session ends."""
         lab = self._labs.get(key)
         if lab is not None:
             self._labs.move_to_end(key)
-            return lab
-        while len(self._labs) >= self.max_labs:
-            _, oldest = self._labs.popitem(last=False)
-            oldest.stop()
-        lab = Lab(**kwargs).start()
-        self._labs[key] = lab
+        else:
+            while len(self._labs) >= self.max_labs:
+                oldest = next((k for k in self._labs if k not in self._pinned), None)
+                if oldest is None:
+                    break  # every running lab is pinned
+                self._labs.pop(oldest).stop()
+            lab = Lab(**kwargs).start()
+            self._labs[key] = lab
+        if pin:
+            self._pinned.add(key)
         return lab
 
     def discard(self, lab: Lab) -> None:
@@ -148,6 +156,7 @@ class LabCache:
         for key, cached in list(self._labs.items()):
             if cached is lab:
                 del self._labs[key]
+                self._pinned.discard(key)
         lab.stop()
 
     def close(self) -> None:

@@ -26,15 +26,16 @@ django.setup()
 
 from djtest_lab import LAB_KEY, ZONES, database_entry  # noqa: E402
 
-from zonal_lab.pytest_plugin import LabCache, _require  # noqa: E402
+from zonal_lab.pytest_plugin import LabCache, require_lab  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def djlab(zonal_lab_cache: LabCache) -> Any:
-    """The lab behind the ``default`` alias (shared with zonal_lab(pgbouncer=True))."""
-    _require(True)
-    return zonal_lab_cache.get(LAB_KEY, zones=ZONES, pgbouncer=True, server_settings=None,
-                               pgbouncer_settings=None)
+    """The lab behind the ``default`` alias (shared with zonal_lab(pgbouncer=True));
+    pinned: the other labs of the session never push it out of the cache."""
+    require_lab(pgbouncer=True)
+    return zonal_lab_cache.get(LAB_KEY, pin=True, zones=ZONES, pgbouncer=True,
+                               server_settings=None, pgbouncer_settings=None)
 
 
 @pytest.fixture(scope="session")
