@@ -11,6 +11,7 @@ import pytest
 from zonal_core.config import DEFAULTS, build_config, parse_option
 from zonal_core.errors import ZonalConfigError
 from zonal_core.options import EXTRA, HELP, OPTIONS, TABLE, markdown_table
+from zonal_lab.pytest_plugin import require_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +36,7 @@ def test_every_option_is_documented_and_parsed() -> None:
 
 def test_zonal_pool_takes_every_option_by_name() -> None:
     """create_engine hands a pool class only the keywords its __init__ names."""
-    pytest.importorskip("sqlalchemy")
+    require_module("sqlalchemy")
     from zonal_sqlalchemy import ZonalPool
 
     params = set(inspect.signature(ZonalPool.__init__).parameters)

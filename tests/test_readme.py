@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from zonal_lab.pytest_plugin import _require
+from zonal_lab.pytest_plugin import require_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -60,7 +60,7 @@ def test_adapt_keeps_the_commands() -> None:
 
 @pytest.mark.timeout(240)
 def test_runnable_blocks_run() -> None:
-    _require(pgbouncer=False)
+    require_lab()
     blocks = runnable_blocks(README.read_text())
     began = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -17,6 +17,7 @@ from zonal_core.drivers import (
     unique_statement_name,
 )
 from zonal_core.errors import ZonalConfigError
+from zonal_lab.pytest_plugin import require_module
 
 # --------------------------------------------------------------------------- psycopg
 
@@ -58,7 +59,7 @@ def test_psycopg_string_prepare_threshold_from_url_is_a_clear_error(mode: Any) -
 
 
 def test_psycopg_keys_are_real_connect_arguments() -> None:
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = require_module("psycopg")
     params = inspect.signature(psycopg.Connection.connect).parameters
     for key in connect_kwargs("psycopg", pgbouncer="transaction", user_kwargs={}):
         assert key in params
@@ -125,8 +126,8 @@ def test_asyncpg_other_modes_add_nothing(mode: Any) -> None:
 
 
 def test_asyncpg_keys_are_understood_by_asyncpg_and_sqlalchemy() -> None:
-    asyncpg = pytest.importorskip("asyncpg")
-    sa_asyncpg = pytest.importorskip("sqlalchemy.dialects.postgresql.asyncpg")
+    asyncpg = require_module("asyncpg")
+    sa_asyncpg = require_module("sqlalchemy.dialects.postgresql.asyncpg")
     kwargs = connect_kwargs("asyncpg", pgbouncer="transaction", user_kwargs={})
     native = inspect.signature(asyncpg.connect).parameters
     for key in set(kwargs) - SQLALCHEMY_ASYNCPG_KEYS:
@@ -200,7 +201,7 @@ def test_keepalive_kwargs() -> None:
 
 def test_libpq_accepts_keepalives_and_reaper_options() -> None:
     # libpq itself parses the conninfo: unknown keys or a malformed value would fail.
-    conninfo = pytest.importorskip("psycopg.conninfo")
+    conninfo = require_module("psycopg.conninfo")
     text = conninfo.make_conninfo(
         "host=db dbname=app", options=reaper_options(60, 30), **keepalive_kwargs()
     )

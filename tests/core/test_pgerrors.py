@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
 from typing import Any
 
@@ -15,8 +16,9 @@ from zonal_core.pgerrors import (
     safe_description,
     sqlstate_of,
 )
+from zonal_lab.pytest_plugin import require_module
 
-psycopg = pytest.importorskip("psycopg")
+psycopg = require_module("psycopg")
 from psycopg import errors as pe  # noqa: E402
 
 TOO_MANY = (
@@ -37,7 +39,7 @@ def chained(outer: BaseException, inner: BaseException) -> BaseException:
 
 
 def sa_wrapped(orig: BaseException) -> BaseException:
-    sa_exc = pytest.importorskip("sqlalchemy.exc")
+    sa_exc = require_module("sqlalchemy.exc")
     return chained(sa_exc.OperationalError("SELECT 1", {}, orig), orig)
 
 
@@ -242,7 +244,7 @@ def test_disconnect_while_handling_another_error() -> None:
 
 
 def test_sqlalchemy_connection_invalidated_flag() -> None:
-    sa_exc = pytest.importorskip("sqlalchemy.exc")
+    sa_exc = require_module("sqlalchemy.exc")
     err = sa_exc.OperationalError(
         "SELECT 1", {}, ValueError("whatever"), connection_invalidated=True
     )
@@ -259,18 +261,16 @@ def test_real_connection_refused_is_not_disconnect_or_busy() -> None:
 
 # --------------------------------------------------------------------------- asyncpg
 
-asyncpg_exc: Any
-try:
-    import asyncpg.exceptions as asyncpg_exc
-except ImportError:  # pragma: no cover
-    asyncpg_exc = None
+def _sqlalchemy_version() -> tuple[int, int]:
+    try:
+        major, minor = importlib.metadata.version("sqlalchemy").split(".")[:2]
+    except importlib.metadata.PackageNotFoundError:
+        return (0, 0)
+    return int(major), int(minor)
 
-needs_asyncpg = pytest.mark.skipif(asyncpg_exc is None, reason="asyncpg not installed")
 
-
-@needs_asyncpg
 def test_asyncpg_exceptions() -> None:
-    a = asyncpg_exc
+    a = require_module("asyncpg.exceptions")
     assert is_server_busy(a.TooManyConnectionsError("sorry, too many clients already"))
     assert is_server_busy(a.CannotConnectNowError("the database system is starting up"))
     assert is_auth_failure(a.InvalidPasswordError('password authentication failed for user "x"'))
@@ -284,14 +284,13 @@ def test_asyncpg_exceptions() -> None:
     assert sqlstate_of(a.TooManyConnectionsError("x")) == "53300"
 
 
-@needs_asyncpg
+@pytest.mark.skipif(_sqlalchemy_version() < (2, 1),
+                    reason="the asyncpg adapter's exception translation is reachable this "
+                           "way (_handle_exception_no_connection) on SQLAlchemy 2.1 and later")
 def test_asyncpg_through_sqlalchemy_adapter() -> None:
-    mod = pytest.importorskip("sqlalchemy.dialects.postgresql.asyncpg")
-    import asyncpg
-
-    if not hasattr(mod.AsyncAdapt_asyncpg_connection, "_handle_exception_no_connection"):
-        pytest.skip("the adapter's exception translation is reachable this way on "
-                    "SQLAlchemy 2.1 only")
+    asyncpg = require_module("asyncpg")
+    asyncpg_exc = require_module("asyncpg.exceptions")
+    mod = require_module("sqlalchemy.dialects.postgresql.asyncpg")
     dbapi = mod.AsyncAdapt_asyncpg_dbapi(asyncpg)
 
     def translate(err: BaseException) -> BaseException:

@@ -21,6 +21,7 @@ import pytest
 from djtest_lab import HERE, ZONES, database_entry
 
 from zonal_django.backends.postgresql.base import DatabaseWrapper
+from zonal_lab.pytest_plugin import lab_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgbouncer]
 
@@ -69,7 +70,7 @@ def _server_cmd(kind: str, port: int) -> list[str]:
 def server(request: Any, djlab: Any, tables: None) -> Iterator[int]:
     kind = request.param
     if shutil.which(kind) is None and not _importable(kind):
-        pytest.skip(f"{kind} is not installed")
+        lab_missing(f"{kind} is not installed (it is in the [dev] extra)")
     port = _free_port()
     proc = subprocess.Popen(_server_cmd(kind, port), env=_env(djlab), cwd=HERE,
                             start_new_session=True)

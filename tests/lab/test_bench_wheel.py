@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import keep_figure
 
-from zonal_lab.pytest_plugin import _require
+from zonal_lab.pytest_plugin import require_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -53,7 +53,7 @@ def _run(cmd: list[str], timeout: float, cwd: Path | None = None
 
 def test_zonal_bench_runs_from_the_built_wheel(tmp_path_factory: pytest.TempPathFactory,
                                                request: pytest.FixtureRequest) -> None:
-    _require(pgbouncer=False)
+    require_lab()
     # the temporary folders live outside the checkout (pytest's base temp)
     base = tmp_path_factory.mktemp("wheel")
     assert ROOT not in base.parents

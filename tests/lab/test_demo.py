@@ -16,7 +16,7 @@ import pytest
 
 from zonal_lab import demo
 from zonal_lab.demo_workload import django_unavailable
-from zonal_lab.pytest_plugin import _require
+from zonal_lab.pytest_plugin import lab_missing, require_lab
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,7 +87,7 @@ def check_summary(out: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _lab_available() -> None:
-    _require(pgbouncer=False)
+    require_lab()
 
 
 def test_demo_20_seconds_end_to_end() -> None:
@@ -102,8 +102,10 @@ def test_demo_20_seconds_end_to_end() -> None:
     assert took < 60
 
 
-@pytest.mark.skipif(django_unavailable() is not None, reason="zonal_django not importable")
 def test_demo_through_django() -> None:
+    reason = django_unavailable()
+    if reason is not None:
+        lab_missing(reason)
     done = zonal_demo("--duration", "20", "--django")
     print(done.stdout[-2500:], done.stderr[-2000:])
     assert done.returncode == 0, (done.stdout, done.stderr)

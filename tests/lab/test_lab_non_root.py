@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from zonal_lab.binaries import find_pgbouncer
+from zonal_lab.pytest_plugin import lab_missing
 from zonal_lab.runas import RunAs
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,7 @@ def test_a_lab_runs_as_an_unprivileged_user() -> None:
     runas = RunAs.detect()
     python = _interpreter(runas)
     if python is None:
-        pytest.skip(f"no Python that user {runas.name!r} can run")
+        lab_missing(f"no Python that user {runas.name!r} can run")
     pgbouncer = find_pgbouncer() is not None
     home = tempfile.mkdtemp(prefix="zonal-nonroot-")
     try:
@@ -108,7 +109,8 @@ def test_a_lab_runs_as_an_unprivileged_user() -> None:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     if proc.returncode != 0 and "no PostgreSQL server programs found" in proc.stderr:
-        pytest.skip(f"no PostgreSQL server programs that user {runas.name!r} can run")
+        lab_missing(f"no PostgreSQL server programs that user {runas.name!r} can run: "
+                    + proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["uid"] == runas.uid != 0

@@ -8,7 +8,6 @@ forward the TLS stream untouched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,16 @@ from sqlalchemy import Engine, create_engine, exc, text
 from zonal_core import NoHealthyZone, ZonalConfigError
 from zonal_core.config import build_config
 from zonal_lab import Lab
-from zonal_lab.binaries import find_postgres
-from zonal_lab.errors import LabError
+from zonal_lab.pytest_plugin import require_lab
 from zonal_lab.tls import make_ca
 from zonal_sqlalchemy import ZonalPool
 
 SSL_OF_ME = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 
-def _lab_or_skip() -> None:
-    try:
-        find_postgres(tls=True)
-    except LabError as e:
-        if os.environ.get("ZONAL_LAB_REQUIRE", "") not in ("", "0"):
-            pytest.fail(f"{e} (and ZONAL_LAB_REQUIRE is set)", pytrace=False)
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    _lab_or_skip()
+    require_lab(tls=True)
     with Lab(zones=["a", "b"], tls=True) as lab:
         yield lab
 
@@ -140,7 +129,7 @@ def test_require_without_a_ca_is_encrypted_but_unverified(lab: Lab,
 
 
 def test_the_openssl_program_makes_working_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
-    _lab_or_skip()
+    require_lab(tls=True)
     import zonal_lab.tls as tls
 
     monkeypatch.setattr(tls, "_have_cryptography", lambda: False)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from zonal_core.config import build_config
 from zonal_core.errors import ZonalConfigError
+from zonal_lab.pytest_plugin import require_module
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -123,7 +124,7 @@ def test_zone_strings_and_topology_files_never_leak(password: str, tmp_path_fact
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(password=passwords)
 def test_django_settings_never_leak(password: str) -> None:
-    pytest.importorskip("django")
+    require_module("django")
     from zonal_django import conf
 
     for zones in ({"a": "127.0.0.1:1"}, {"a": f"app:{password}@h:5432"}):

@@ -38,6 +38,7 @@ from werkzeug.wsgi import FileWrapper
 from tests.sqlalchemy.conftest import url_of
 from zonal_core import ZonalConfigError
 from zonal_core.stats import PoolStats
+from zonal_lab.pytest_plugin import require_module
 from zonal_sqlalchemy import ZonalAsyncPool, ZonalPool
 from zonal_sqlalchemy.middleware import (
     NoRequestScope,
@@ -697,7 +698,7 @@ def test_asgi_sessionmaker_and_connection_scope(db: DB) -> None:
 
 
 def test_fastapi(db: DB) -> None:
-    fastapi = pytest.importorskip("fastapi")
+    fastapi = require_module("fastapi")
     async def get_db() -> AsyncSession:
         return current_async_session()
 
