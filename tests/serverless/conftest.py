@@ -15,15 +15,24 @@ import pytest
 
 from tests.conftest import keep_figure
 
-# One lab for frozen/thaw/shutdown (room for 24 instances' bursts, and a PgBouncer),
-# one small server for the deploy storm (no PgBouncer).
-ROOMY = {"zones": ["a"], "pgbouncer": True, "server_settings": {"max_connections": 200}}
+# One lab for frozen/thaw/shutdown (room for 24 instances' bursts), the same with a
+# PgBouncer for the one test that goes through it, one small server for the deploy
+# storm.
+ROOMY = {"zones": ["a"], "server_settings": {"max_connections": 200}}
+ROOMY_BOUNCER = {**ROOMY, "pgbouncer": True}
 SMALL = {"zones": ["a"], "server_settings": {"max_connections": 30}}
 
 
 @pytest.fixture
 def roomy_lab(zonal_lab: Any) -> Any:
     return zonal_lab(**ROOMY)
+
+
+@pytest.fixture
+def roomy_bouncer_lab(zonal_lab: Any) -> Any:
+    """``roomy_lab`` with a PgBouncer (skipped, or failed under ZONAL_LAB_REQUIRE,
+    without it)."""
+    return zonal_lab(**ROOMY_BOUNCER)
 
 
 @pytest.fixture

@@ -13,7 +13,16 @@ from zonal_sqlalchemy import ZonalPool
 
 @pytest.fixture
 def lab(zonal_lab: Any) -> Any:
-    """Two zones, a and b, each with PostgreSQL and a PgBouncer in transaction mode."""
+    """Two zones, a and b, each a PostgreSQL behind a fault proxy; no PgBouncer (a
+    module whose tests all go through PgBouncer overrides ``lab`` with ``bouncer_lab``)."""
+    return zonal_lab(zones=["a", "b"])
+
+
+@pytest.fixture
+def bouncer_lab(zonal_lab: Any) -> Any:
+    """Two zones, a and b, each with PostgreSQL and a PgBouncer in transaction mode:
+    for the tests that go through PgBouncer (skipped, or failed under
+    ZONAL_LAB_REQUIRE, without it)."""
     return zonal_lab(zones=["a", "b"], pgbouncer=True)
 
 
@@ -24,7 +33,8 @@ def url_of(lab: Any, driver: str = "psycopg") -> str:
 
 @pytest.fixture
 def make_engine(lab: Any) -> Iterator[Callable[..., Engine]]:
-    """``make_engine(pgbouncer=False, **zonal_options)``: disposed after the test."""
+    """``make_engine(via_pgbouncer=False, **zonal_options)`` on ``lab``: disposed after
+    the test (``via_pgbouncer=True`` needs ``lab`` to be ``bouncer_lab``)."""
     engines: list[Engine] = []
 
     def make(*, via_pgbouncer: bool = False, **options: Any) -> Engine:

@@ -108,9 +108,10 @@ def test_cancelled_checkouts_leak_nothing(lab: Any, driver: str) -> None:
 
 @pytest.mark.pgbouncer
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_committed_work_through_pgbouncer_has_no_errors(lab: Any, driver: str) -> None:
+def test_committed_work_through_pgbouncer_has_no_errors(bouncer_lab: Any, driver: str) -> None:
     async def main() -> Counter[str]:
-        engine = make(lab, driver, via_pgbouncer=True, pgbouncer="transaction", pool_size=4)
+        engine = make(bouncer_lab, driver, via_pgbouncer=True, pgbouncer="transaction",
+                      pool_size=4)
         errors: Counter[str] = Counter()
 
         async def client(i: int) -> None:

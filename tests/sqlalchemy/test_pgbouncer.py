@@ -14,6 +14,13 @@ from zonal_core import SessionStateError
 
 pytestmark = pytest.mark.pgbouncer
 
+
+@pytest.fixture
+def lab(bouncer_lab: Any) -> Any:
+    """Every test here goes through PgBouncer: the conftest's make_engine gets the lab
+    that has one."""
+    return bouncer_lab
+
 # int values of different sizes: psycopg binds them as int2, int4 and int8, so one
 # client's prepared _pg3_0 is the wrong shape for another's parameters.
 VALUES = [7, 70_000, 7_000_000_000]
