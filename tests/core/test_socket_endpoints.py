@@ -9,6 +9,7 @@ from zonal_core.config import build_config
 from zonal_core.errors import ZonalConfigError
 from zonal_core.psycopg_driver import PsycopgDriver, server_params
 from zonal_core.topology import Endpoint
+from zonal_lab.pytest_plugin import require_module
 
 CLOUD_SQL = "/cloudsql/proj:europe-west1:main"
 KEEPALIVES = {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"}
@@ -43,7 +44,7 @@ def test_a_socket_zone_is_no_tls_downgrade() -> None:
 
 
 def test_the_url_host_of_a_socket_is_the_zone_default() -> None:
-    pytest.importorskip("sqlalchemy")
+    require_module("sqlalchemy")
     from sqlalchemy import create_engine
 
     from zonal_sqlalchemy import ZonalPool
@@ -72,7 +73,7 @@ def test_the_url_host_of_a_socket_is_the_zone_default() -> None:
 
 
 def test_a_socket_url_with_zones_or_two_sockets_is_refused() -> None:
-    pytest.importorskip("sqlalchemy")
+    require_module("sqlalchemy")
     from sqlalchemy import create_engine
 
     from zonal_sqlalchemy import ZonalPool
