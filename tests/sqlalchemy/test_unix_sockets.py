@@ -86,7 +86,8 @@ def test_a_socket_url_and_zones_conflict_as_a_tcp_host_does(lab: Any) -> None:
     with pytest.raises(ZonalConfigError) as info:
         create_engine(socket_url(lab), poolclass=ZonalPool, zones=lab.zones(pgbouncer=False))
     assert info.value.field == "zones"
-    assert f"{lab['a'].socket_dir}:{lab['a'].postgres.port}" in info.value.problem
+    # (the host is not echoed: with an unencoded password it could be its tail)
+    assert "names a host and zones are given" in info.value.problem
     assert "?host=" in str(info.value.fix)
     assert lab.password not in str(info.value)
 
