@@ -95,7 +95,9 @@ def test_an_interrupted_process_cleans_up(sig: signal.Signals) -> None:
         pids, base = info["pids"], Path(info["base"])
         assert base.exists() and all(procs.alive(p) for p in pids)
         os.kill(child.pid, sig)
-        child.wait(timeout=30)
+        # the child stops two zones (servers, PgBouncers) on its way out, each stop
+        # bounded (5 s, then a kill); on a loaded CI machine that has taken over 30 s
+        child.wait(timeout=90)
     finally:
         if child.poll() is None:
             child.kill()
