@@ -244,11 +244,16 @@ def _nullpool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any])
                            {"poolclass": "NullPool", **params, **connect_args})
 
 
-def _psycopg_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _psycopg_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any],
+                  autocommit: bool = False) -> Subject:
+    """psycopg_pool, in transactions (as SQLAlchemy's requests are) or in autocommit
+    (the request shape of ``request_shapes``): one builder for both subjects."""
     from psycopg_pool import ConnectionPool
 
     params = _libpq_params(failover)
-    kwargs: dict[str, Any] = {"prepare_threshold": None} if t.pgbouncer else {}
+    kwargs: dict[str, Any] = {"autocommit": True} if autocommit else {}
+    if t.pgbouncer:
+        kwargs["prepare_threshold"] = None
     pool = ConnectionPool(t.conninfo(**params), min_size=min(4, size), max_size=size,
                           kwargs=kwargs, timeout=10, open=True,
                           check=ConnectionPool.check_connection if ping else None)
@@ -261,8 +266,9 @@ def _psycopg_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, A
                 return row[0] if row else None
             yield run
 
-    name = label("psycopg_pool") + (" + check" if ping else "")
-    return Subject("psycopg_pool", name, checkout, pool.close,
+    key = "psycopg_pool_autocommit" if autocommit else "psycopg_pool"
+    name = label(key) + (" + check" if ping and not autocommit else "")
+    return Subject(key, name, checkout, pool.close,
                    {"min_size": min(4, size), "max_size": size, "check": ping, **params,
                     **kwargs})
 
@@ -389,27 +395,7 @@ def _zonal_core(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any
 
 def _psycopg_pool_autocommit(t: BenchDatabase, size: int, ping: bool,
                              failover: dict[str, Any]) -> Subject:
-    from psycopg_pool import ConnectionPool
-
-    params = _libpq_params(failover)
-    kwargs: dict[str, Any] = {"autocommit": True}
-    if t.pgbouncer:
-        kwargs["prepare_threshold"] = None
-    pool = ConnectionPool(t.conninfo(**params), min_size=min(4, size), max_size=size,
-                          kwargs=kwargs, timeout=10, open=True,
-                          check=ConnectionPool.check_connection if ping else None)
-
-    @contextlib.contextmanager
-    def checkout() -> Iterator[Callable[[str], Any]]:
-        with pool.connection() as conn:
-            def run(sql: str) -> Any:
-                row = conn.execute(sql).fetchone()
-                return row[0] if row else None
-            yield run
-
-    return Subject("psycopg_pool_autocommit", label("psycopg_pool_autocommit"), checkout,
-                   pool.close, {"min_size": min(4, size), "max_size": size, "check": ping,
-                                **params, **kwargs})
+    return _psycopg_pool(t, size, ping, failover, autocommit=True)
 
 
 def _raw_psycopg(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
