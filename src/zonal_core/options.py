@@ -8,8 +8,10 @@ keeps the two equal).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 __all__ = [
     "ENV_LOCAL_ZONE",
@@ -20,6 +22,7 @@ __all__ = [
     "HELP",
     "OPTIONS",
     "TABLE",
+    "env_values",
     "markdown_table",
 ]
 
@@ -31,6 +34,27 @@ ENV_LOCAL_ZONE = "ZONAL_LOCAL_ZONE"
 """Env var naming the zone this process runs in."""
 ENV_VARS = (ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ENV_LOCAL_ZONE)
 """Every environment variable a configuration is read from."""
+
+
+def env_values() -> tuple[Any, ...]:
+    """The values of :data:`ENV_VARS` now (None where unset), to tell whether they
+    changed: what is compared on every Django connect, so it is cheap. CPython's
+    ``os.environ`` keeps its encoded items in a dict that every change updates; it is
+    read directly when present (0.2 µs against 1.8 µs through the mapping API)."""
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if type(data) is dict:
+        keys = _encoded_keys.get(id(env))
+        if keys is None:
+            encode = getattr(env, "encodekey", None)
+            if encode is None:
+                return tuple([env.get(name) for name in ENV_VARS])
+            keys = _encoded_keys[id(env)] = tuple(encode(name) for name in ENV_VARS)
+        return tuple([data.get(k) for k in keys])
+    return tuple([env.get(name) for name in ENV_VARS])
+
+
+_encoded_keys: dict[int, tuple[Any, ...]] = {}
 
 TABLE = (
     "zones",

@@ -151,12 +151,15 @@ class CorePool(PoolBase):
                 discard: str | None = None) -> None:
         """Check ``rec`` in. ``reset`` rolls back first (adapters that reset
         themselves pass False); ``discard`` (a close reason) closes it instead."""
-        if discard is None and reset and rec.lent_at is not None:
-            try:
-                if not self.driver.reset(rec.raw):
+        if discard is None:
+            if reset and rec.lent_at is not None:
+                try:
+                    if not self.driver.reset(rec.raw):
+                        discard = "invalidated"
+                except Exception:
                     discard = "invalidated"
-            except Exception:
-                discard = "invalidated"
+            if discard is None and self._fast_checkin(rec):
+                return
         self._close_all(self._checkin_plan(rec, discard))
 
     def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:

@@ -149,12 +149,15 @@ class AsyncCorePool(PoolBase):
     async def putconn(self, rec: PooledConnection, *, reset: bool = True,
                       discard: str | None = None) -> None:
         """Check ``rec`` in (see :meth:`zonal_core.pool.CorePool.putconn`)."""
-        if discard is None and reset and rec.lent_at is not None:
-            try:
-                if not await self.driver.reset(rec.raw):
+        if discard is None:
+            if reset and rec.lent_at is not None:
+                try:
+                    if not await self.driver.reset(rec.raw):
+                        discard = "invalidated"
+                except Exception:
                     discard = "invalidated"
-            except Exception:
-                discard = "invalidated"
+            if discard is None and self._fast_checkin(rec):
+                return
         await self._close_all(self._checkin_plan(rec, discard))
 
     async def invalidate(self, rec: PooledConnection, exc: BaseException | None = None) -> None:

@@ -45,6 +45,7 @@ class PoolBase:
         # Connects may race (hedging) only under a clock that runs by itself.
         self._concurrent = bool(getattr(self.clock, "concurrent", True))
         self.backoff = backoff or Backoff()
+        self._now = self.clock.now  # (read on every checkout and checkin)
         self._state = PoolState(config, jitter=jitter, health=health, now=self.clock.now())
         _LIVE_POOLS.add(self)
 
@@ -117,19 +118,24 @@ class PoolBase:
         None: take the checkout flow."""
         state = self._state
         with state.lock:
-            rec = state.fast_checkout(self.clock.now())
+            rec = state.fast_checkout(self._now())
         if rec is not None and state.config.leak_threshold is not None:
             self._stamp(rec)
         return rec
 
-    def _checkin_plan(self, rec: PooledConnection, discard: str | None
-                      ) -> list[PooledConnection]:
-        """Under the lock: check ``rec`` in; what to close outside it."""
+    def _fast_checkin(self, rec: PooledConnection) -> bool:
+        """The common checkin in one locked step (see ``PoolState.fast_checkin``);
+        False: nothing done, take :meth:`_checkin_plan`."""
         state = self._state
         with state.lock:
-            if discard is None and state.fast_checkin(rec, self.clock.now()):
-                return []
-            return state.release(rec, self.clock.now(), discard)
+            return state.fast_checkin(rec, self._now())
+
+    def _checkin_plan(self, rec: PooledConnection, discard: str | None
+                      ) -> list[PooledConnection]:
+        """Under the lock: check ``rec`` in (or discard it); what to close outside it."""
+        state = self._state
+        with state.lock:
+            return state.release(rec, self._now(), discard)
 
     def _invalidate_zone_plan(self, zone: str) -> list[PooledConnection]:
         with self._state.lock:

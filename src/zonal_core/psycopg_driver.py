@@ -78,12 +78,18 @@ class _Bounds:
         self.deadline: float | None = None
         self.on_timeout: Callable[[], None] | None = None
 
-    def limit(self) -> float | None:
-        if self.deadline is not None:
-            return self.deadline
-        if self.query_timeout:
-            return time.monotonic() + self.query_timeout
-        return None
+
+def _limit_of(conn: Any) -> float | None:
+    """When ``conn``'s next wait must end (None: unbounded); every statement asks."""
+    try:
+        bounds: _Bounds = conn._zonal
+    except AttributeError:
+        return None  # (no bounds set yet: nothing bounds it)
+    deadline = bounds.deadline
+    if deadline is not None:
+        return deadline
+    qt = bounds.query_timeout
+    return time.monotonic() + qt if qt else None
 
 
 def _bounds_of(conn: Any) -> _Bounds:
@@ -112,7 +118,7 @@ class ZonalConnection(psycopg.Connection[Any]):
     def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
              **kwargs: Any) -> Any:
         # (the signature spans psycopg 3.2, without ``timeout``, and 3.3, with it)
-        limit = self.zonal.limit()
+        limit = _limit_of(self)
         if limit is None:
             return super().wait(gen, interval or _INTERVAL, **kwargs)
         try:
@@ -132,7 +138,7 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
 
     async def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
                    **kwargs: Any) -> Any:
-        limit = self.zonal.limit()
+        limit = _limit_of(self)
         if limit is None:
             return await super().wait(gen, interval or _INTERVAL, **kwargs)
         try:

@@ -107,11 +107,12 @@ class Waiter:
 
 
 class _ZoneRuntime:
-    __slots__ = ("counters", "endpoints", "idle", "invalid_before", "lent", "opening",
+    __slots__ = ("counters", "endpoints", "idle", "invalid_before", "lent", "name", "opening",
                  "removed", "spec")
 
     def __init__(self, spec: Zone) -> None:
         self.spec = spec
+        self.name = spec.name  # (a zone keeps its name through reconfigure)
         self.endpoints = [EndpointHealth(ep) for ep in spec.endpoints]
         self.idle: list[PooledConnection] = []  # a stack: the end is the most recent
         self.lent = 0
@@ -119,10 +120,6 @@ class _ZoneRuntime:
         self.removed = False
         self.invalid_before = -_INF
         self.counters = ZoneCounters()
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def size(self) -> int:
@@ -353,23 +350,25 @@ class PoolState:
         if now >= self._route_valid_until:
             self.route(now)  # (a failback it causes leaves closes: the flow takes over)
         z = self._fast_zone
+        if z is None:
+            return None
+        idle = z.idle
         cfg = self.config
-        if (z is None or not z.idle or self.waiters or self.closed or self._closing
+        if (not idle or self.waiters or self.closed or self._closing
                 or now >= self._next_reap or now - self.last_op > cfg.max_idle):
             return None
-        rec = z.idle[-1]
+        rec = idle[-1]
         if (cfg.pre_ping and now - rec.last_used > cfg.ping_bypass) or (
                 rec.created_at <= z.invalid_before or rec.generation != self.generation):
             return None
-        z.idle.pop()
+        idle.pop()
         self.idle_total -= 1
         self.last_op = now
         z.lent += 1
         self.lent_total += 1
         rec.lent_at = now
-        c = z.counters
-        c.checkouts += 1
-        c.wait_time.observe_zero()
+        # (waited 0: counted in wait_time's snapshot as checkouts minus observed waits)
+        z.counters.checkouts += 1
         if cfg.leak_threshold is not None:
             self._watch(rec, now)
         return rec
@@ -381,14 +380,17 @@ class PoolState:
         if now >= self._route_valid_until:
             self.route(now)
         z = self._fast_zone
+        if lent_at is None or z is None or rec.zone != z.name:
+            return False
         cfg = self.config
-        if (lent_at is None or z is None or rec.zone != z.spec.name or self.waiters
-                or self.closed or self._closing or self._watched
-                or now >= self._next_reap
-                or now - self.last_op > cfg.max_idle or now >= rec.expires_at
+        idle = z.idle
+        expires_at = rec.expires_at
+        if (self.waiters or self.closed or self._closing or self._watched
+                or now >= self._next_reap or now >= expires_at
+                or now - self.last_op > cfg.max_idle
                 or rec.pid != self.pid or rec.generation != self.generation
                 or rec.created_at <= z.invalid_before or z.removed
-                or len(z.idle) + z.lent + z.opening > cfg.pool_size):
+                or len(idle) + z.lent + z.opening > cfg.pool_size):
             return False
         self.last_op = now
         rec.lent_at = None
@@ -396,9 +398,14 @@ class PoolState:
         rec.last_used = now
         z.lent -= 1
         self.lent_total -= 1
-        z.idle.append(rec)
+        idle.append(rec)
         self.idle_total += 1
-        self._next_reap = min(self._next_reap, now + cfg.max_idle, rec.expires_at)
+        # min(next_reap, now + max_idle, expires_at) without min()'s call: hot path
+        due = now + cfg.max_idle
+        if expires_at < due:  # noqa: PLR1730
+            due = expires_at
+        if due < self._next_reap:  # noqa: PLR1730
+            self._next_reap = due
         return True
 
     def _enqueue(self, waiter: Waiter, *, front: bool) -> None:
@@ -918,8 +925,9 @@ class PoolState:
                 connects=c.connects, connect_errors=c.connect_errors, retries=c.retries,
                 pings=c.pings, ping_failures=c.ping_failures, failovers=c.failovers,
                 ejections=c.ejections, leaks=c.leaks, closes=dict(c.closes),
-                wait_time=c.wait_time.snapshot(), connect_time=c.connect_time.snapshot(),
-                use_time=c.use_time.snapshot(), ejected_for=ejected_for,
+                wait_time=c.wait_time.snapshot(zeros=c.checkouts - c.wait_time.count),
+                connect_time=c.connect_time.snapshot(), use_time=c.use_time.snapshot(),
+                ejected_for=ejected_for,
             )
         return PoolStats(
             name=self.config.name, version=self.config.version,

@@ -79,17 +79,24 @@ class Histogram:
         self._count += 1
         self._sum += value
 
-    def observe_zero(self) -> None:
-        """``observe(0.0)`` without the search (an immediate checkout)."""
-        self._counts[0] += 1
-        self._count += 1
+    @property
+    def count(self) -> int:
+        return self._count
 
-    def snapshot(self) -> HistogramSnapshot:
-        return HistogramSnapshot(self._bounds, tuple(self._counts), self._count, self._sum)
+    def snapshot(self, zeros: int = 0) -> HistogramSnapshot:
+        """The counts now, plus ``zeros`` observations of 0.0 counted elsewhere (the
+        pool's immediate checkouts, which skip the histogram on their hot path)."""
+        counts = self._counts
+        if zeros:
+            counts = [counts[0] + zeros, *counts[1:]]
+        return HistogramSnapshot(self._bounds, tuple(counts), self._count + zeros, self._sum)
 
 
 class ZoneCounters:
-    """Monotonic counters and histograms of one zone; guarded by the pool's lock."""
+    """Monotonic counters and histograms of one zone; guarded by the pool's lock.
+
+    ``wait_time`` observes the checkouts that waited; those served at once are the
+    ``checkouts`` it did not observe, added as zeros by its snapshot."""
 
     __slots__ = (
         "checkouts",

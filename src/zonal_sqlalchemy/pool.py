@@ -256,17 +256,23 @@ class ZonalPool(Pool):
         return invoke
 
     def _do_get(self) -> _ConnectionRecord:
+        core = self._core
+        pooled = core._fast_checkout()  # (the common case, without getconn's call)
+        if pooled is None:
+            pooled = self._get_slow()
+        rec: _ConnectionRecord = pooled.raw
+        rec._zonal_pooled = pooled  # type: ignore[attr-defined]
+        return rec
+
+    def _get_slow(self) -> PooledConnection:
         try:
-            pooled = self._core.getconn()
+            return self._core.getconn()
         except core_errors.PoolTimeout as exc:
             raise PoolTimeout(str(exc)) from exc.__cause__
         except core_errors.NoHealthyZone as exc:
             # SQLAlchemy's language: an OperationalError wrapping the last driver
             # error, whose message names every zone's state.
             raise NoHealthyZone(str(exc), exc.__cause__) from exc.__cause__
-        rec: _ConnectionRecord = pooled.raw
-        rec._zonal_pooled = pooled  # type: ignore[attr-defined]
-        return rec
 
     def _do_return_conn(self, record: Any) -> None:
         pooled: PooledConnection | None = getattr(record, "_zonal_pooled", None)
@@ -275,10 +281,11 @@ class ZonalPool(Pool):
             return
         # (= record._is_hard_or_soft_invalidated(): zonal never sets the pool-wide
         # _invalidate_time, it invalidates zones in the core instead)
+        core = self._core
         if record.dbapi_connection is None or record._soft_invalidate_time > record.starttime:
-            self._core.putconn(pooled, reset=False, discard="invalidated")
-        else:
-            self._core.putconn(pooled, reset=False)
+            core.putconn(pooled, reset=False, discard="invalidated")
+        elif not core._fast_checkin(pooled):  # (SQLAlchemy has reset it already)
+            core.putconn(pooled, reset=False)
 
     def _invalidate(self, connection: Any, exception: BaseException | None = None,
                     _checkin: bool = True) -> None:

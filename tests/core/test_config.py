@@ -647,3 +647,18 @@ def test_surrogates_from_the_environment() -> None:
         build_config(environ=env)
     assert info.value.field == "local_zone"
     assert "\udcffpw" not in str(info.value)
+
+
+def test_env_values_follow_changes_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zonal_core.options import ENV_LOCAL_ZONE, ENV_VARS, env_values
+
+    monkeypatch.delenv(ENV_LOCAL_ZONE, raising=False)
+    before = env_values()
+    assert len(before) == len(ENV_VARS)
+    monkeypatch.setenv(ENV_LOCAL_ZONE, "eu-west-1b")
+    assert env_values() != before
+    changed = env_values()
+    monkeypatch.setenv(ENV_LOCAL_ZONE, "eu-west-1c")
+    assert env_values() not in (before, changed)
+    monkeypatch.delenv(ENV_LOCAL_ZONE)
+    assert env_values() == before

@@ -589,3 +589,17 @@ def test_a_failing_password_provider_ejects_nothing() -> None:
             pool.getconn()
         assert isinstance(ei.value.__cause__, RuntimeError)
     assert all(z.ejections == 0 for z in pool.stats().zones.values())
+
+
+def test_wait_time_counts_each_immediate_checkout_as_a_zero_wait() -> None:
+    # The hot path skips the histogram; its snapshot adds those checkouts as zeros.
+    pool, drv, _ = make(zones={"a": ZONES["a"]})
+    drv.latency["a"] = 0.003  # the first checkout waits 3 ms for its connect
+    pool.putconn(pool.getconn())
+    for _ in range(3):
+        pool.putconn(pool.getconn())
+    z = pool.stats().zones["a"]
+    assert z.checkouts == 4 and z.wait_time.count == 4
+    assert z.wait_time.counts[0] == 3  # the immediate ones, in the lowest bucket
+    assert z.wait_time.sum == pytest.approx(0.003)
+    assert sum(z.wait_time.counts) == z.wait_time.count

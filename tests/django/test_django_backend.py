@@ -202,6 +202,25 @@ def test_pool_is_rebuilt_after_a_name_change(djlab: Any) -> None:
 
 
 @pytest.mark.usefixtures("db_access")
+def test_an_option_changed_in_place_between_connects_builds_a_new_pool(djlab: Any) -> None:
+    w = wrapper("zt_inplace", NAME=djlab.database)
+    w.settings_dict["OPTIONS"]["zonal"] = zonal_opts()  # its own, changed in place below
+    try:
+        w.ensure_connection()
+        first = w.zonal_pool
+        w.close()
+        w.ensure_connection()
+        assert w.zonal_pool is first  # nothing changed: the same pool
+        w.close()
+        w.settings_dict["OPTIONS"]["zonal"]["pool_size"] = 3
+        w.ensure_connection()
+        assert w.zonal_pool is not first and first.closed
+        assert w.zonal_pool.config.pool_size == 3
+    finally:
+        w.close()
+
+
+@pytest.mark.usefixtures("db_access")
 def test_forked_child_builds_its_own_pool_and_leaves_the_parents_alone(djlab: Any) -> None:
     w = wrapper("zt_fork", NAME=djlab.database)
     w.ensure_connection()

@@ -14,7 +14,6 @@ refused and every statement that goes through a Django cursor (ORM and raw
 
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ from psycopg.pq import TransactionStatus
 from zonal_core import pgbouncer as rules
 from zonal_core.errors import ZonalError
 from zonal_core.lifecycle import install_sigterm_handler
-from zonal_core.options import ENV_VARS
+from zonal_core.options import env_values
 from zonal_core.pool import CorePool
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.state import PooledConnection
@@ -56,6 +55,8 @@ from zonal_django.direct import connect_direct
 from zonal_django.errors import translate
 
 __all__ = ["DatabaseWrapper"]
+
+_UNSET: Any = object()
 
 
 
@@ -120,7 +121,8 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         weakref.finalize(self, _gone, self._zonal)
         self.zonal_direct = False
         """True: new connections go to a ``direct`` endpoint, never pooled."""
-        self._zonal_plan_cache: tuple[str, conf.Plan] | None = None
+        self._zonal_plan_cache: tuple[Any, conf.Plan, dict[str, Any]] | None = None
+        self._zonal_pool_cache: tuple[conf.Plan, int, CorePool] | None = None
         if "DISABLE_SERVER_SIDE_CURSORS" not in settings_dict:
             # A server-side cursor outlives the transaction PgBouncer lends a server
             # for. The mode as the configuration parses it (any spelling, and from
@@ -141,20 +143,21 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             raise ImproperlyConfigured(next(p for p in problems if p.id == "zonal.E002").text())
 
     def zonal_plan(self, conn_params: dict[str, Any] | None = None) -> conf.Plan:
-        """The validated zonal plan of this alias (``ImproperlyConfigured`` if wrong)."""
-        extra: dict[str, Any] = {
-            "use_tz": settings.USE_TZ,
-            "timezone": self.timezone_name,
-            "params": {k: v for k, v in (conn_params or {}).items() if k != "context"},
-        }
-        sd = {k: v for k, v in self.settings_dict.items() if k != "TEST"}
-        cache_key = json.dumps([sd, extra, [os.environ.get(e) for e in ENV_VARS]],
-                               sort_keys=True, default=repr)
+        """The validated zonal plan of this alias (``ImproperlyConfigured`` if wrong).
+
+        Kept until anything it was made from changes: the settings (compared whole,
+        nested dicts included, against a copy), the time zone, the connection
+        parameters or zonal's environment variables. (Every connect asks: the check
+        is a few C-level comparisons, not a serialisation.)"""
+        # (Django's psycopg "context" follows USE_TZ and the time zone, from a cache)
+        key = (settings.USE_TZ, self.timezone_name, conn_params or {}, env_values())
         cached = self._zonal_plan_cache
-        if cached is not None and cached[0] == cache_key:
+        if cached is not None and cached[0] == key and cached[2] == self.settings_dict:
             return cached[1]
+        params = {k: v for k, v in key[2].items() if k != "context"}
+        extra = {"use_tz": key[0], "timezone": key[1], "params": params}
         plan = conf.plan_for(self.alias, self.settings_dict, extra)
-        self._zonal_plan_cache = (cache_key, plan)
+        self._zonal_plan_cache = (key, plan, _snapshot(self.settings_dict))
         return plan
 
     @property
@@ -175,6 +178,11 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         return config.session_state if plan[1].transaction_mode else None
 
     def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
+        cached = self._zonal_pool_cache
+        if (cached is not None and cached[0] is plan and not cached[2].closed
+                and cached[1] == os.getpid() and not pools.has_lost()):
+            return cached[2]  # (what pools.get_pool would find: this plan's open pool)
+
         def build() -> CorePool:
             params = conf.connect_params(conn_params)
             # Idle connections sit in autocommit; Django sets its own mode at checkout.
@@ -185,7 +193,9 @@ class DatabaseWrapper(pg.DatabaseWrapper):
                 install_sigterm_handler()
             return CorePool(PsycopgDriver(params, plan.config), plan.config)
 
-        return pools.get_pool(self.alias, plan.fingerprint, build)
+        pool = pools.get_pool(self.alias, plan.fingerprint, build)
+        self._zonal_pool_cache = (plan, os.getpid(), pool)
+        return pool
 
     # -- connect / close ------------------------------------------------------
 
@@ -194,9 +204,8 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         plan = self.zonal_plan(conn_params)
         options = self.settings_dict["OPTIONS"]
         set_isolation_level = False
-        try:
-            isolation_level_value = options["isolation_level"]
-        except KeyError:
+        isolation_level_value = options.get("isolation_level", _UNSET)
+        if isolation_level_value is _UNSET:
             self.isolation_level = pg.IsolationLevel.READ_COMMITTED
         else:
             try:
@@ -292,6 +301,16 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             yield cursor
 
 
+def _snapshot(value: Any) -> Any:
+    """A copy of ``value``'s containers (dicts, lists, tuples), leaves shared: equal
+    to ``value`` until something inside it is changed in place."""
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_snapshot(v) for v in value)
+    return value
+
+
 class _ClosedConnection:
     """Stands for a connection given back to the pool inside an atomic block:
     every use raises ``InterfaceError``, as a closed psycopg connection does."""
@@ -337,7 +356,7 @@ def _give_back(pool: CorePool, rec: PooledConnection) -> None:
         pool.invalidate(rec)
         return
     try:
-        if raw.info.transaction_status != TransactionStatus.IDLE:
+        if raw.pgconn.transaction_status != TransactionStatus.IDLE:
             raw.rollback()
         if not raw.autocommit:
             raw.autocommit = True
