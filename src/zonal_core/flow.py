@@ -324,6 +324,12 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                         if grant is not None:
                             closing.extend(state.give_back(grant, now))
                         raise give_up(now)
+                    if grant is not None and grant.record is not None and not grant.ping:
+                        # An idle connection that needs no ping: counted in this same
+                        # locked step (a woken waiter takes the lock once, not twice).
+                        t2 = clock.now()
+                        state.checked_out(grant.record, t2, t2 - start)
+                        return grant.record
                 if no_route:
                     # Every endpoint failed in this checkout: try them all again,
                     # after a backoff, while time is left.

@@ -42,14 +42,39 @@ log = logging.getLogger("zonal.pool")
 
 
 class _ThreadWaiter(Waiter):
-    __slots__ = ("event",)
+    """A checkout in line, and what wakes it: a lock it holds until notified (an Event
+    without the Condition: every checkout that waits makes one, and a saturated pool
+    makes thousands a second). Read as an Event (``is_set``, ``wait``, ``clear``)."""
+
+    __slots__ = ("_gate", "_set")
 
     def __init__(self) -> None:
         super().__init__()
-        self.event = threading.Event()
+        self._gate = threading.Lock()
+        self._gate.acquire()  # held: waiting blocks until notify() lets go
+        self._set = False
 
     def notify(self) -> None:
-        self.event.set()
+        # (called under the pool's lock: notifications never race each other)
+        if not self._set:
+            self._set = True
+            self._gate.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        if self._gate.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._gate.release()  # stays set until clear(), as an Event does
+            return True
+        return False
+
+    def clear(self) -> None:
+        # Only the waiting thread clears, after its wait: the gate is free then.
+        if self._set and self._gate.acquire(False):
+            self._set = False
 
 
 class CorePool(PoolBase):
@@ -137,11 +162,11 @@ class CorePool(PoolBase):
 
     def _wait(self, waiter: Waiter, timeout: float) -> bool:
         assert isinstance(waiter, _ThreadWaiter)
-        woken = self.clock.wait(waiter.event, timeout)
+        woken = self.clock.wait(waiter, timeout)
         if woken:
             # Re-arm before the flow looks at the state: a notification after this
             # point wakes the next wait, none is lost, and none wakes it twice.
-            waiter.event.clear()
+            waiter.clear()
         return woken
 
     def _sleep(self, seconds: float) -> None:

@@ -117,6 +117,8 @@ class PoolBase:
         """The common checkout in one locked step (see ``PoolState.fast_checkout``);
         None: take the checkout flow."""
         state = self._state
+        if state.waiters:
+            return None  # (read unlocked, a hint: a saturated pool skips a lock round)
         with state.lock:
             rec = state.fast_checkout(self._now())
         if rec is not None and state.config.leak_threshold is not None:
@@ -127,6 +129,8 @@ class PoolBase:
         """The common checkin in one locked step (see ``PoolState.fast_checkin``);
         False: nothing done, take :meth:`_checkin_plan`."""
         state = self._state
+        if state.waiters:
+            return False  # (as in _fast_checkout)
         with state.lock:
             return state.fast_checkin(rec, self._now())
 

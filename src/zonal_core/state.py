@@ -751,15 +751,17 @@ class PoolState:
 
     def _dispatch(self, now: float) -> None:
         """Hand what the pool can give to the waiters, in order."""
-        if not self.waiters:
-            return
-        for w in list(self.waiters):
+        waiters = self.waiters
+        i = 0  # (by position, without copying the line: it can be long when saturated)
+        while i < len(waiters):
+            w = waiters[i]
             g = self._try_grant(now, w.avoid)
             if g == _WAIT:
                 if not w.avoid:
                     break  # nobody behind it can be served either: strict FIFO
+                i += 1
                 continue
-            self.waiters.remove(w)
+            del waiters[i]
             w.queued = False
             if isinstance(g, Grant):
                 w.grant = g

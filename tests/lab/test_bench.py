@@ -174,12 +174,34 @@ def test_the_subjects_are_named_for_what_they_measure() -> None:
 
 def test_a_verdict_is_judged_against_the_aa_spread() -> None:
     judge = scenarios._judge
-    assert judge(0.9, 0.12, higher_is_better=True, peer="P") == (
-        "within the A/A spread (±12%): no difference from P shown")
-    assert judge(0.8, 0.12, higher_is_better=True, peer="P") == (
-        "20% WORSE than P, beyond the A/A spread (±12%)")
-    assert judge(0.8, 0.12, higher_is_better=False, peer="P").startswith("20% better")
+    aa = [1.0, 0.88, 1.05, 0.97, 1.02]  # the A/A spread: 12%
+    mixed = [0.85, 0.95, 1.02, 0.9, 0.8]
+    assert judge(0.9, mixed, aa, higher_is_better=True, peer="P") == (
+        "no difference from P shown: rounds 0.80..1.02x against an A/A spread of ±12%")
+    assert judge(0.8, mixed, aa, higher_is_better=True, peer="P") == (
+        "20% WORSE than P (rounds 0.80..1.02x), beyond the A/A spread (±12%)")
+    assert judge(0.8, mixed, aa, higher_is_better=False, peer="P").startswith("20% better")
+    # inside the spread, yet every one of 5 rounds on the same side: shown (sign test)
+    low = [0.9, 0.93, 0.95, 0.91, 0.94]
+    assert judge(0.93, low, aa, higher_is_better=True, peer="P") == (
+        "WORSE than P in all 5 rounds (rounds 0.90..0.95x; sign test p = 0.06), a gap "
+        "inside the A/A spread (±12%)")
+    assert judge(0.93, low, aa, higher_is_better=False, peer="P").startswith("better than P")
+    # 4 rounds are too few for the sign test
+    assert judge(0.93, low[:4], aa, higher_is_better=True, peer="P").startswith("no difference")
+    assert "noise unknown" in judge(0.93, low, [], higher_is_better=True, peer="P")
     assert scenarios._aa_noise([100, 90, 110], [100, 100, 100]) == pytest.approx(0.1)
+    assert scenarios._per_round([2, 3, 4], [1, 0, 2]) == [2.0, 2.0]
+
+
+def test_a_missed_target_says_by_how_much_and_why() -> None:
+    t = scenarios._target
+    assert t(1.02, 1.0, higher_is_better=True, why="W") == "target >= 1x met"
+    assert t(0.9, 1.0, higher_is_better=True, why="W") == "target >= 1x MISSED by 10%: W"
+    assert t(1.1, 1.0, higher_is_better=False, why="W") == "target <= 1x MISSED by 10%: W"
+    assert t(0.9, 0.95, higher_is_better=True, why="W").startswith("target >= 0.95x MISSED by 5%")
+    assert set(scenarios.MISSED_BECAUSE) == {"overhead", "throughput", "throughput_saturated",
+                                             "request_shapes", "core", "preping"}
 
 
 @pytest.mark.integration
