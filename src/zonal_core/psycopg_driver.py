@@ -11,6 +11,7 @@ with sub-second precision where libpq's own ``connect_timeout`` rounds up to 2 s
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -49,6 +50,19 @@ _INTERVAL = 0.1
 # Options of Connection.connect() that are not connection-string parameters.
 _CONNECTION_OPTIONS = ("autocommit", "prepare_threshold", "context", "row_factory",
                        "cursor_factory")
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+# psycopg 3.3 takes a timeout for a wait (Connection.wait(timeout=...)) and raises its
+# errors._WaitTimeout when it passes; 3.2 has neither: the generator is wrapped then.
+_WAIT_TIMEOUT: type[Exception] = getattr(pg_errors, "_WaitTimeout", _NeverRaised)
+_NATIVE_BOUND = (_WAIT_TIMEOUT is not _NeverRaised
+                 and "timeout" in inspect.signature(psycopg.Connection.wait).parameters
+                 and "timeout" in inspect.signature(psycopg.AsyncConnection.wait).parameters)
+_STATEMENT_TIMED_OUT = "the statement got no answer from the server in time"
 
 
 def _bounded(gen: Generator[Any, Any, RV], deadline: float, what: str
@@ -122,6 +136,13 @@ class ZonalConnection(psycopg.Connection[Any]):
         if limit is None:
             return super().wait(gen, interval or _INTERVAL, **kwargs)
         try:
+            if _NATIVE_BOUND and kwargs.get("timeout") is None:
+                # psycopg 3.3 bounds the wait itself, in C: no generator of ours between
+                kwargs["timeout"] = max(0.0, limit - time.monotonic())
+                try:
+                    return super().wait(gen, interval or _INTERVAL, **kwargs)
+                except _WAIT_TIMEOUT:
+                    raise QueryTimeout(_STATEMENT_TIMED_OUT) from None
             return super().wait(_bounded(gen, limit, "the statement"), interval or _INTERVAL,
                                 **kwargs)
         except QueryTimeout:
@@ -142,6 +163,12 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
         if limit is None:
             return await super().wait(gen, interval or _INTERVAL, **kwargs)
         try:
+            if _NATIVE_BOUND and kwargs.get("timeout") is None:
+                kwargs["timeout"] = max(0.0, limit - time.monotonic())
+                try:
+                    return await super().wait(gen, interval or _INTERVAL, **kwargs)
+                except _WAIT_TIMEOUT:
+                    raise QueryTimeout(_STATEMENT_TIMED_OUT) from None
             return await super().wait(_bounded(gen, limit, "the statement"),
                                       interval or _INTERVAL, **kwargs)
         except QueryTimeout:
