@@ -366,10 +366,10 @@ class PsycopgDriver:
     def reset(self, conn: ZonalConnection) -> bool:
         if conn.closed:
             return False
-        status = conn.info.transaction_status
+        status = conn.pgconn.transaction_status  # (conn.info would build an object)
         if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             conn.rollback()
-            status = conn.info.transaction_status
+            status = conn.pgconn.transaction_status
         return bool(status == TransactionStatus.IDLE)
 
     def close(self, conn: ZonalConnection) -> None:

@@ -236,3 +236,25 @@ def test_request_shapes_measures_pairs_an_aa_pair_and_the_ceiling(
     assert sum("round 5/5" in line for line in lines) == 1  # one thread count
     md = report.render_markdown({"scenarios": {"request_shapes": res}})
     assert "% of ceiling" in md and "raw psycopg" in md
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
+    from zonal_lab.bench import breakdown
+
+    res = breakdown.measure(requests=40, rounds=2)
+    assert set(res["cpu_us"]) | set(res["skipped"]) == set(breakdown.CPU_SUBJECTS)
+    assert {"zonal_core", "raw_psycopg"} <= set(res["cpu_us"])
+    for r in res["cpu_us"].values():
+        assert len(r["rounds"]) == 2 and all(0 < x < 1e6 for x in r["rounds"])
+    if "django_pool" in res["cpu_us"]:
+        assert {"zonal_django: connect() + close()", "django_pool: connect() + close()",
+                "zonal_django: pool lookup"} <= set(res["django_us"])
+    assert set(res["pool_us"]) == {"ZonalPool: _do_get + _do_return_conn",
+                                   "ZonalPool: pool.connect().close()",
+                                   "QueuePool: _do_get + _do_return_conn",
+                                   "QueuePool: pool.connect().close()"}
+    assert all(v > 0 for v in res["pool_us"].values())
+    text = breakdown.render(res)
+    assert text.startswith("1. CPU µs per request") and "ZonalPool (SQLAlchemy)" in text

@@ -67,7 +67,8 @@ def test_zonal_bench_runs_from_the_built_wheel(tmp_path_factory: pytest.TempPath
     took["build"] = time.monotonic() - t0
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("__init__", "__main__", "command", "subjects", "scenarios", "workload",
-                   "overhead", "memory", "serverless", "report", "plot", "children"):
+                   "overhead", "memory", "serverless", "report", "plot", "children",
+                   "breakdown"):
         assert f"zonal_lab/bench/{module}.py" in names, module
     assert not [n for n in names if n.startswith("benchmarks/")]
 

@@ -351,7 +351,7 @@ def preping(ctx: Context) -> Result:
     z = by.get("zonal")
     if z:
         line = f"Pre-ping: zonal keeps {z['kept']}% of its no-ping SELECT 1 throughput " \
-               f"(target >= 95% {z['verdict']})"
+               f"({z['verdict']})"
         if "queuepool" in by:
             line += f"; QueuePool keeps {by['queuepool']['kept']}%"
         headline.append(line)

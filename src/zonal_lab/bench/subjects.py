@@ -32,6 +32,7 @@ __all__ = [
     "Need",
     "Subject",
     "SubjectKind",
+    "django_wrapper",
     "label",
     "make_subject",
     "missing",
@@ -288,24 +289,37 @@ def _django_setup() -> None:
             django.setup()
 
 
-def _django_subject(kind: str, name: str, t: BenchDatabase, db: dict[str, Any],
-                    settings: dict[str, Any]) -> Subject:
-    """A Django alias configured with ``db``; a request is what a view does in
-    autocommit: one query through the thread's connection, then ``close()`` (which
-    gives the connection back to the pool at request end)."""
+def _django_alias(db: dict[str, Any]) -> Callable[[], Any]:
+    """A new alias configured with ``db``: makes its ``DatabaseWrapper`` objects."""
     _django_setup()
     from django.db.utils import ConnectionHandler, load_backend
 
     alias = f"bench{next(_django_aliases)}"
     settings_dict = ConnectionHandler().configure_settings({"default": db, alias: db})[alias]
     wrapper_class = load_backend(settings_dict["ENGINE"]).DatabaseWrapper
+    return lambda: wrapper_class(settings_dict, alias)
+
+
+def django_wrapper(kind: str, target: BenchDatabase, size: int = 8) -> Any:
+    """One ``DatabaseWrapper`` configured as subject ``kind`` (``django_pool`` or
+    ``zonal_django``) is: what a thread of that subject uses."""
+    db = _DJANGO_DBS[kind](target, size, False, {})[0]
+    return _django_alias(db)()
+
+
+def _django_subject(kind: str, name: str, t: BenchDatabase, db: dict[str, Any],
+                    settings: dict[str, Any]) -> Subject:
+    """A Django alias configured with ``db``; a request is what a view does in
+    autocommit: one query through the thread's connection, then ``close()`` (which
+    gives the connection back to the pool at request end)."""
+    new_wrapper = _django_alias(db)
     local = threading.local()
     wrappers: list[Any] = []
 
     def wrapper() -> Any:
         w = getattr(local, "w", None)
         if w is None:
-            w = local.w = wrapper_class(settings_dict, alias)
+            w = local.w = new_wrapper()
             with _django_lock:
                 wrappers.append(w)
         return w
@@ -338,30 +352,45 @@ def _django_db(t: BenchDatabase, engine: str, options: dict[str, Any],
             "HOST": hosts, "PORT": ports, "OPTIONS": options, "CONN_HEALTH_CHECKS": ping}
 
 
-def _django_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _django_pool_db(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(DATABASES entry, settings shown) of the django_pool subject."""
     pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size, "timeout": 10}
     options: dict[str, Any] = {"pool": pool_opts, **_libpq_params(failover)}
     if t.pgbouncer:
         options["prepare_threshold"] = None
     # CONN_HEALTH_CHECKS with a pool: ConnectionPool.check_connection
-    db = _django_db(t, "django.db.backends.postgresql", options, ping)
-    name = label("django_pool") + (" + check" if ping else "")
-    return _django_subject("django_pool", name, t, db,
-                           {"OPTIONS.pool": pool_opts, "CONN_HEALTH_CHECKS": ping,
-                            **{k: v for k, v in options.items() if k != "pool"}})
+    return (_django_db(t, "django.db.backends.postgresql", options, ping),
+            {"OPTIONS.pool": pool_opts, "CONN_HEALTH_CHECKS": ping,
+             **{k: v for k, v in options.items() if k != "pool"}})
 
 
-def _zonal_django(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+def _zonal_django_db(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(DATABASES entry, settings shown) of the zonal_django subject."""
     zopts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
                              "timeout": 10, **failover}
     if t.pgbouncer:
         zopts["pgbouncer"] = "transaction"
     db = _django_db(t, "zonal_django.backends.postgresql", {"zonal": zopts}, ping)
     db["HOST"] = db["PORT"] = ""  # the zones name every server
+    return db, {"OPTIONS.zonal": {k: v for k, v in zopts.items() if k != "zones"},
+                "CONN_HEALTH_CHECKS": ping}
+
+
+_DJANGO_DBS = {"django_pool": _django_pool_db, "zonal_django": _zonal_django_db}
+
+
+def _django_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    db, shown = _django_pool_db(t, size, ping, failover)
+    name = label("django_pool") + (" + check" if ping else "")
+    return _django_subject("django_pool", name, t, db, shown)
+
+
+def _zonal_django(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
+    db, shown = _zonal_django_db(t, size, ping, failover)
     name = label("zonal_django") + (" + pre-ping" if ping else "")
-    return _django_subject("zonal_django", name, t, db,
-                           {"OPTIONS.zonal": {k: v for k, v in zopts.items() if k != "zones"},
-                            "CONN_HEALTH_CHECKS": ping})
+    return _django_subject("zonal_django", name, t, db, shown)
 
 
 def _zonal_core(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:

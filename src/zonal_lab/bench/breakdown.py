@@ -1,0 +1,175 @@
+"""Where a request's time goes: CPU per request, and the parts each pool adds.
+
+    python -m zonal_lab.bench.breakdown [--requests 3000] [--rounds 5]
+
+Starts a one-zone lab and measures on one thread, so that a figure is the request's
+own work (nothing waits for a lock, the GIL or another thread):
+
+1. CPU µs per request (``time.thread_time``) of every subject of the request_shapes
+   scenario and of the SQLAlchemy pair (ZonalPool, QueuePool), median of interleaved
+   rounds (each round in a new order) with the rounds' min-max;
+2. the Django pair's parts: a connection cycle without a query (``connect()`` then
+   ``close()``: the checkout and the checkin as Django drives them),
+   ``init_connection_state()``, and zonal_django's own plan check and pool lookup;
+3. the pools' own share of a SQLAlchemy checkout over a fake DBAPI
+   (``pool._do_get()`` + ``pool._do_return_conn()``): ZonalPool against QueuePool.
+
+Under the GIL the CPU time of a request bounds what every thread together can do, so
+these are the causes behind the req/s ratios of ``zonal bench``. (2) and (3) are
+``timeit`` minima: the least the machine took, the figure least moved by other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+from zonal_lab.bench.subjects import BenchDatabase, Subject, django_wrapper, label, make_subject
+from zonal_lab.bench.subjects import missing as missing_subject
+
+CPU_SUBJECTS = ("zonal_django", "django_pool", "zonal_core", "psycopg_pool_autocommit",
+                "raw_psycopg", "zonal", "queuepool")
+"""The subjects whose CPU per request is measured (those installed)."""
+
+
+def _min_us(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
+    """The fastest of ``repeat`` timings of ``number`` calls, µs per call."""
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def cpu_per_request(subjects: dict[str, Subject], requests: int, rounds: int
+                    ) -> dict[str, list[float]]:
+    """CPU µs per request of each subject, one figure per round (see the module)."""
+    names = list(subjects)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for rnd in range(rounds):
+        k = rnd % len(names)
+        for name in names[k:] + names[:k]:
+            query = subjects[name].query
+            t0 = time.thread_time()
+            for _ in range(requests):
+                query()
+            out[name].append((time.thread_time() - t0) / requests * 1e6)
+    return out
+
+
+def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
+    """µs of the Django pair's connection cycle and of zonal_django's checks."""
+    out: dict[str, float] = {}
+    for kind in ("zonal_django", "django_pool"):
+        w: Any = django_wrapper(kind, target, size=4)
+
+        def cycle(w: Any = w) -> None:
+            w.connect()
+            w.close()
+
+        try:
+            cycle()
+            out[f"{kind}: connect() + close()"] = _min_us(cycle, number)
+            w.connect()
+            out[f"{kind}: init_connection_state()"] = _min_us(w.init_connection_state, number)
+            if kind == "zonal_django":
+                params = w.get_connection_params()
+                plan = w.zonal_plan(params)
+                out[f"{kind}: plan check (settings, time zone, params, env)"] = _min_us(
+                    lambda: w.zonal_plan(params), number)  # noqa: B023 (called at once)
+                out[f"{kind}: pool lookup"] = _min_us(
+                    lambda: w._pool_for(plan, params), number)  # noqa: B023
+            w.close()
+        finally:
+            w.close_pool()
+    return out
+
+
+def pool_parts(number: int) -> dict[str, float]:
+    """µs of ``_do_get`` + ``_do_return_conn`` (the pool's own share of a SQLAlchemy
+    checkout and checkin), and of the whole ``pool.connect().close()``."""
+    from zonal_lab.bench.overhead import _queuepool_cycle, _zonalpool_cycle
+
+    out: dict[str, float] = {}
+    for name, make in (("ZonalPool", _zonalpool_cycle), ("QueuePool", _queuepool_cycle)):
+        cycle, pool = make(4)
+        cycle()
+
+        def own(pool: Any = pool) -> None:
+            pool._do_return_conn(pool._do_get())
+
+        out[f"{name}: _do_get + _do_return_conn"] = _min_us(own, number)
+        out[f"{name}: pool.connect().close()"] = _min_us(cycle, number)
+    return out
+
+
+def measure(requests: int, rounds: int) -> dict[str, Any]:
+    """Every figure of the module docstring, as a dict (JSON-ready)."""
+    from zonal_lab import Lab
+
+    result: dict[str, Any] = {"requests": requests, "rounds": rounds, "cpu_us": {},
+                              "skipped": {}}
+    with Lab(zones=["a"]) as lab:
+        eps = lab.zones(pgbouncer=False, proxy=False)
+        target = BenchDatabase(lab.user, lab.password, lab.database, {"a": eps["a"]})
+        subjects: dict[str, Subject] = {}
+        try:
+            for kind in CPU_SUBJECTS:
+                why = missing_subject(kind)
+                if why is not None:
+                    result["skipped"][kind] = why
+                    continue
+                subjects[kind] = s = make_subject(kind, target, size=4)
+                for _ in range(min(300, requests)):  # warm: caches, prepared paths
+                    s.query()
+            samples = cpu_per_request(subjects, requests, rounds)
+        finally:
+            for s in subjects.values():
+                s.close()
+        for kind, v in samples.items():
+            result["cpu_us"][kind] = {"label": label(kind), "median": statistics.median(v),
+                                      "rounds": v}
+        number = max(1000, requests)
+        if "zonal_django" in subjects and "django_pool" in subjects:
+            result["django_us"] = django_parts(target, number)
+    if "zonal" in subjects and "queuepool" in subjects:
+        result["pool_us"] = pool_parts(number * 10)
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [f"1. CPU µs per request, 1 thread, {result['requests']} requests x "
+             f"{result['rounds']} interleaved rounds (median, min-max)"]
+    for r in result["cpu_us"].values():
+        lines.append(f"   {r['label']:<48} {r['median']:7.1f}   "
+                     f"{min(r['rounds']):.1f}..{max(r['rounds']):.1f}")
+    for kind, why in result["skipped"].items():
+        lines.append(f"   {label(kind):<48} not measured: {why}")
+    for title, key in (("2. Django, µs (timeit minimum)", "django_us"),
+                       ("3. SQLAlchemy pool's own share, fake DBAPI, µs (timeit minimum)",
+                        "pool_us")):
+        if key in result:
+            lines.append(title)
+            lines += [f"   {name:<64} {us:7.2f}" for name, us in result[key].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    result = measure(args.requests, args.rounds)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
