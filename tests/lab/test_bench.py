@@ -258,3 +258,18 @@ def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
     assert all(v > 0 for v in res["pool_us"].values())
     text = breakdown.render(res)
     assert text.startswith("1. CPU µs per request") and "ZonalPool (SQLAlchemy)" in text
+
+
+def test_fairness_judges_the_rounds_p99_against_the_aa_pair() -> None:
+    f = scenarios._fairness
+    assert f([], [1.0], []) == "p99 not measured"
+    z, qp, aa = [10.0, 11.0, 10.5, 10.2, 10.8], [100.0, 90.0, 120.0, 95.0, 99.0], [
+        10.1, 11.2, 10.4, 10.0, 10.9]
+    said = f(z, qp, aa)
+    assert said.startswith("p99 10.5 vs QueuePool's 99 ms (medians of the rounds' p99): ")
+    assert "better than QueuePool's p99" in said and "beyond the A/A spread" in said
+    worse = f(qp, z, [x * 1.02 for x in qp])
+    assert "WORSE than QueuePool's p99" in worse
+    # a 3% gap against an A/A pair 20% apart: not shown
+    assert "no difference" in f([10.3, 9.7, 10.3, 9.7, 10.3], [10.0] * 5,
+                                [12.0, 8.0, 12.0, 8.0, 12.0])

@@ -385,19 +385,17 @@ def preping(ctx: Context) -> Result:
 # -- 3. throughput ------------------------------------------------------------------
 
 
-def _fairness(z: float | None, qp: float | None, aa: float | None) -> str:
-    """zonal's p99 latency (its wait included) against QueuePool's, with the gap between
-    zonal's two A/A measures as the noise."""
-    if z is None or qp is None:
+def _fairness(z: Sequence[float], qp: Sequence[float], aa: Sequence[float]) -> str:
+    """ZonalPool's p99 latency (its wait included) against QueuePool's: the medians of
+    the rounds' p99, judged round by round against the A/A pair's (see :func:`_judge`)."""
+    if not z or not qp:
         return "p99 not measured"
-    noise = abs(aa / z - 1.0) if aa and z else None
-    bound = qp * (1.0 + (noise or 0.0))
-    said = f"p99 {z:g} vs QueuePool's {qp:g} ms"
-    if z <= qp:
-        return f"{said}: no worse"
-    if z <= bound:
-        return f"{said}: within the A/A p99 gap (±{noise:.0%})"
-    return f"{said}: WORSE" + (f", beyond the A/A p99 gap (±{noise:.0%})" if noise else "")
+    zm, qm = median(z) or 0.0, median(qp) or 0.0
+    said = f"p99 {zm:.3g} vs QueuePool's {qm:.3g} ms (medians of the rounds' p99)"
+    if not qm:
+        return said
+    return f"{said}: " + _judge(zm / qm, _per_round(z, qp), _per_round(aa, z),
+                                higher_is_better=False, peer="QueuePool's p99")
 
 
 def throughput(ctx: Context) -> Result:
@@ -423,6 +421,7 @@ def throughput(ctx: Context) -> Result:
             cell: dict[str, dict[str, Any]] = {}
             tputs: dict[str, list[float]] = {}
             lats: dict[str, list[float]] = {}
+            p99s: dict[str, list[float]] = {}  # each round's p99, per subject
             errs: dict[str, int] = {}
             for rnd in range(rounds):  # rounds interleave subjects: noise hits all alike
                 for name in _rotated(names, rnd):
@@ -436,7 +435,11 @@ def throughput(ctx: Context) -> Result:
                                      f"{seconds:g} s, round {rnd + 1}/{rounds}")
                         run = _throughput(s, threads, seconds)
                     tputs.setdefault(name, []).append(run.throughput())
-                    lats.setdefault(name, []).extend(run.latencies_ms())
+                    lat_ms = run.latencies_ms()
+                    lats.setdefault(name, []).extend(lat_ms)
+                    p99 = percentile(lat_ms, 99)
+                    if p99 is not None:
+                        p99s.setdefault(name, []).append(p99)
                     errs[name] = errs.get(name, 0) + len(run.errors())
             for name, values in tputs.items():
                 lat = lats[name]
@@ -462,7 +465,8 @@ def throughput(ctx: Context) -> Result:
                     _judge(ratio, _per_round(tputs["zonal"], tputs["queuepool"]),
                            _per_round(tputs.get("zonal_aa", []), tputs["zonal"]),
                            higher_is_better=True, peer="QueuePool"),
-                    _fairness(z.get("p99"), qp.get("p99"), aa.get("p99"))))
+                    _fairness(p99s.get("zonal", []), p99s.get("queuepool", []),
+                              p99s.get("zonal_aa", []))))
             if aa.get("rps") and z.get("rps"):
                 aa["verdict"] = (f"A/A: {aa['rps'] / z['rps']:.2f}x ZonalPool, per-round "
                                  f"spread ±{_aa_noise(tputs['zonal_aa'], tputs['zonal']):.0%}")
