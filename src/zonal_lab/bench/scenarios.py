@@ -173,7 +173,8 @@ def _target(ratio: float | None, goal: float, *, higher_is_better: bool, why: st
     sign = ">=" if higher_is_better else "<="
     if ratio >= goal if higher_is_better else ratio <= goal:
         return f"target {sign} {goal:g}x met"
-    return f"target {sign} {goal:g}x MISSED by {abs(ratio / goal - 1.0):.0%}: {why}"
+    gap = abs(ratio / goal - 1.0)
+    return f"target {sign} {goal:g}x MISSED by {gap:.{0 if gap >= 0.01 else 1}%}: {why}"
 
 
 MISSED_BECAUSE = {
