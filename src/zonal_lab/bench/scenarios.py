@@ -202,8 +202,11 @@ MISSED_BECAUSE = {
         "each wait for the server carries zonal's query_timeout bound; under the GIL the "
         "CPU time per request sets the req/s"),
     "core": (
-        "CorePool.connection() and psycopg_pool's connection() cost about the same "
-        "per request; each wait for the server carries zonal's query_timeout bound"),
+        "the breakdown (python -m zonal_lab.bench.breakdown) measures a few µs more CPU "
+        "per request for the core with its psycopg driver than for psycopg_pool; "
+        "cProfile puts none of it in the checkout or checkin (zonal's are the cheaper), "
+        "part of it in the query_timeout bound on each wait for the server, and the "
+        "rest is not placed yet"),
     "preping": (
         "a checkout pings only a connection idle for longer than ping_bypass: at this "
         "rate none is, and the gap is the rounds' noise plus the check itself"),
