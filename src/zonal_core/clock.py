@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "Jitter", "Signal", "SystemClock", "boottime_available"]
+__all__ = ["Clock", "FakeClock", "Jitter", "SystemClock", "boottime_available"]
 
 
 def boottime_available() -> bool:
@@ -33,7 +33,7 @@ def boottime_available() -> bool:
     return True
 
 
-class Signal(Protocol):
+class _Signal(Protocol):
     """What a thread waits for: a ``threading.Event``, or anything read as one."""
 
     def is_set(self) -> bool: ...
@@ -49,7 +49,7 @@ class Clock(Protocol):
         """Seconds since an arbitrary origin; never goes backwards."""
         ...
 
-    def wait(self, event: Signal, timeout: float) -> bool:
+    def wait(self, event: _Signal, timeout: float) -> bool:
         """Wait for ``event`` at most ``timeout`` seconds; True if it was set."""
         ...
 
@@ -87,7 +87,7 @@ class SystemClock:
     def now(self) -> float:
         return self._read()
 
-    def wait(self, event: Signal, timeout: float) -> bool:
+    def wait(self, event: _Signal, timeout: float) -> bool:
         return event.wait(max(0.0, timeout))
 
     def sleep(self, seconds: float) -> None:
@@ -137,7 +137,7 @@ class FakeClock:
         with self._lock:
             self._now += seconds
 
-    def wait(self, event: Signal, timeout: float) -> bool:
+    def wait(self, event: _Signal, timeout: float) -> bool:
         if event.is_set():
             return True
         self.advance(max(0.0, timeout))

@@ -327,9 +327,7 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                     if grant is not None and grant.record is not None and not grant.ping:
                         # An idle connection that needs no ping: counted in this same
                         # locked step (a woken waiter takes the lock once, not twice).
-                        t2 = clock.now()
-                        state.checked_out(grant.record, t2, t2 - start)
-                        return grant.record
+                        return _count_checkout(state, clock, grant.record, start)
                 if no_route:
                     # Every endpoint failed in this checkout: try them all again,
                     # after a backoff, while time is left.
@@ -446,9 +444,15 @@ def _attempt(state: PoolState, slot: Slot, now: float, deadline: float,
 
 def _checked_out(state: PoolState, clock: Clock, rec: PooledConnection, start: float
                  ) -> PooledConnection:
-    t2 = clock.now()
     with state.lock:
-        state.checked_out(rec, t2, t2 - start)
+        return _count_checkout(state, clock, rec, start)
+
+
+def _count_checkout(state: PoolState, clock: Clock, rec: PooledConnection, start: float
+                    ) -> PooledConnection:
+    """Under the lock: count ``rec``'s checkout, which began at ``start``."""
+    t2 = clock.now()
+    state.checked_out(rec, t2, t2 - start)
     return rec
 
 

@@ -38,23 +38,17 @@ ENV_VARS = (ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, ENV_LOCAL_ZONE)
 
 def env_values() -> tuple[Any, ...]:
     """The values of :data:`ENV_VARS` now (None where unset), to tell whether they
-    changed: what is compared on every Django connect, so it is cheap. CPython's
+    changed: Django compares them on every connect, so this is cheap. CPython's
     ``os.environ`` keeps its encoded items in a dict that every change updates; it is
-    read directly when present (0.2 µs against 1.8 µs through the mapping API)."""
-    env = os.environ
-    data = getattr(env, "_data", None)
-    if type(data) is dict:
-        keys = _encoded_keys.get(id(env))
-        if keys is None:
-            encode = getattr(env, "encodekey", None)
-            if encode is None:
-                return tuple([env.get(name) for name in ENV_VARS])
-            keys = _encoded_keys[id(env)] = tuple(encode(name) for name in ENV_VARS)
-        return tuple([data.get(k) for k in keys])
-    return tuple([env.get(name) for name in ENV_VARS])
+    read directly when there (0.3 µs against 1.8 µs through the mapping API)."""
+    data = getattr(os.environ, "_data", None)
+    if _ENCODED_KEYS is not None and type(data) is dict:
+        return tuple([data.get(k) for k in _ENCODED_KEYS])
+    return tuple([os.environ.get(name) for name in ENV_VARS])
 
 
-_encoded_keys: dict[int, tuple[Any, ...]] = {}
+_encode = getattr(os.environ, "encodekey", None)
+_ENCODED_KEYS = tuple(_encode(n) for n in ENV_VARS) if _encode is not None else None
 
 TABLE = (
     "zones",

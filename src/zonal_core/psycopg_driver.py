@@ -62,7 +62,10 @@ _WAIT_TIMEOUT: type[Exception] = getattr(pg_errors, "_WaitTimeout", _NeverRaised
 _NATIVE_BOUND = (_WAIT_TIMEOUT is not _NeverRaised
                  and "timeout" in inspect.signature(psycopg.Connection.wait).parameters
                  and "timeout" in inspect.signature(psycopg.AsyncConnection.wait).parameters)
-_STATEMENT_TIMED_OUT = "the statement got no answer from the server in time"
+
+
+def _no_answer(what: str) -> QueryTimeout:
+    return QueryTimeout(f"{what} got no answer from the server in time")
 
 
 def _bounded(gen: Generator[Any, Any, RV], deadline: float, what: str
@@ -73,7 +76,7 @@ def _bounded(gen: Generator[Any, Any, RV], deadline: float, what: str
         while True:
             if time.monotonic() >= deadline:
                 gen.close()
-                raise QueryTimeout(f"{what} got no answer from the server in time")
+                raise _no_answer(what)
             ready = yield wait_for
             wait_for = gen.send(ready)
     except StopIteration as stop:
@@ -106,6 +109,25 @@ def _limit_of(conn: Any) -> float | None:
     return time.monotonic() + qt if qt else None
 
 
+def _bound(gen: Any, limit: float, kwargs: dict[str, Any]) -> tuple[Any, bool]:
+    """What to wait on so that the wait ends by ``limit``, and whether psycopg's own
+    timeout does it (psycopg 3.3, in C: set in ``kwargs``; its ``_WaitTimeout`` is then
+    zonal's). Else (3.2, or the caller gave a timeout) ``gen`` wrapped."""
+    if _NATIVE_BOUND and kwargs.get("timeout") is None:
+        kwargs["timeout"] = max(0.0, limit - time.monotonic())
+        return gen, True
+    return _bounded(gen, limit, "the statement"), False
+
+
+def _expire(conn: Any) -> None:
+    """A statement outlived its bound: its state is unknown, so the connection ends,
+    and whoever counts timeouts against the endpoint is told."""
+    conn.pgconn.finish()
+    on_timeout = _bounds_of(conn).on_timeout
+    if on_timeout is not None:
+        on_timeout()
+
+
 def _bounds_of(conn: Any) -> _Bounds:
     """The ``zonal`` bounds of a connection, created on first use."""
     try:
@@ -135,21 +157,17 @@ class ZonalConnection(psycopg.Connection[Any]):
         limit = _limit_of(self)
         if limit is None:
             return super().wait(gen, interval or _INTERVAL, **kwargs)
+        gen, native = _bound(gen, limit, kwargs)
         try:
-            if _NATIVE_BOUND and kwargs.get("timeout") is None:
-                # psycopg 3.3 bounds the wait itself, in C: no generator of ours between
-                kwargs["timeout"] = max(0.0, limit - time.monotonic())
-                try:
-                    return super().wait(gen, interval or _INTERVAL, **kwargs)
-                except _WAIT_TIMEOUT:
-                    raise QueryTimeout(_STATEMENT_TIMED_OUT) from None
-            return super().wait(_bounded(gen, limit, "the statement"), interval or _INTERVAL,
-                                **kwargs)
-        except QueryTimeout:
-            self.pgconn.finish()  # mid-statement: its state is unknown
-            if self.zonal.on_timeout is not None:
-                self.zonal.on_timeout()
-            raise
+            return super().wait(gen, interval or _INTERVAL, **kwargs)
+        except _WAIT_TIMEOUT:
+            if not native:
+                raise  # the caller's own timeout
+            exc = _no_answer("the statement")
+        except QueryTimeout as timed_out:
+            exc = timed_out
+        _expire(self)
+        raise exc
 
 
 class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
@@ -162,20 +180,17 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
         limit = _limit_of(self)
         if limit is None:
             return await super().wait(gen, interval or _INTERVAL, **kwargs)
+        gen, native = _bound(gen, limit, kwargs)
         try:
-            if _NATIVE_BOUND and kwargs.get("timeout") is None:
-                kwargs["timeout"] = max(0.0, limit - time.monotonic())
-                try:
-                    return await super().wait(gen, interval or _INTERVAL, **kwargs)
-                except _WAIT_TIMEOUT:
-                    raise QueryTimeout(_STATEMENT_TIMED_OUT) from None
-            return await super().wait(_bounded(gen, limit, "the statement"),
-                                      interval or _INTERVAL, **kwargs)
-        except QueryTimeout:
-            self.pgconn.finish()
-            if self.zonal.on_timeout is not None:
-                self.zonal.on_timeout()
-            raise
+            return await super().wait(gen, interval or _INTERVAL, **kwargs)
+        except _WAIT_TIMEOUT:
+            if not native:
+                raise  # the caller's own timeout
+            exc = _no_answer("the statement")
+        except QueryTimeout as timed_out:
+            exc = timed_out
+        _expire(self)
+        raise exc
 
 
 def _split(kwargs: Mapping[str, Any], timeout: float) -> tuple[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from zonal_core.pool import CorePool
 from zonal_core.state import PooledConnection
 
-__all__ = ["all_pools", "close_alias", "get_pool", "has_lost", "lost", "pools_of"]
+__all__ = ["all_pools", "close_alias", "get_pool", "lost", "pools_of"]
 
 log = logging.getLogger("zonal.django")
 
@@ -40,11 +40,6 @@ _lost: deque[tuple[CorePool, PooledConnection]] = deque()
 def lost(pool: CorePool, rec: PooledConnection) -> None:
     """Record a checkout whose owner vanished (lock-free: safe from a finalizer)."""
     _lost.append((pool, rec))
-
-
-def has_lost() -> bool:
-    """True when a lost checkout waits to be given back (by the next :func:`get_pool`)."""
-    return bool(_lost)
 
 
 def _reclaim() -> None:

@@ -122,7 +122,6 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         self.zonal_direct = False
         """True: new connections go to a ``direct`` endpoint, never pooled."""
         self._zonal_plan_cache: tuple[Any, conf.Plan, dict[str, Any]] | None = None
-        self._zonal_pool_cache: tuple[conf.Plan, int, CorePool] | None = None
         if "DISABLE_SERVER_SIDE_CURSORS" not in settings_dict:
             # A server-side cursor outlives the transaction PgBouncer lends a server
             # for. The mode as the configuration parses it (any spelling, and from
@@ -178,11 +177,6 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         return config.session_state if plan[1].transaction_mode else None
 
     def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
-        cached = self._zonal_pool_cache
-        if (cached is not None and cached[0] is plan and not cached[2].closed
-                and cached[1] == os.getpid() and not pools.has_lost()):
-            return cached[2]  # (what pools.get_pool would find: this plan's open pool)
-
         def build() -> CorePool:
             params = conf.connect_params(conn_params)
             # Idle connections sit in autocommit; Django sets its own mode at checkout.
@@ -193,9 +187,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
                 install_sigterm_handler()
             return CorePool(PsycopgDriver(params, plan.config), plan.config)
 
-        pool = pools.get_pool(self.alias, plan.fingerprint, build)
-        self._zonal_pool_cache = (plan, os.getpid(), pool)
-        return pool
+        return pools.get_pool(self.alias, plan.fingerprint, build)
 
     # -- connect / close ------------------------------------------------------
 
