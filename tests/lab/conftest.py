@@ -62,3 +62,17 @@ def background() -> Iterator[Callable[[Callable[[], Any]], Background]]:
     yield start
     for job in started:
         job.wait(10)
+
+
+@pytest.fixture
+def django_db_open(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Django connections allowed, for the bench's Django subjects: pytest-django,
+    when it is loaded, blocks database access outside its own fixtures once a Django
+    test has run in the same session."""
+    blocker = (request.getfixturevalue("django_db_blocker")
+               if request.config.pluginmanager.hasplugin("django") else None)
+    if blocker is None:  # (None too while Django is not configured)
+        yield
+        return
+    with blocker.unblock():
+        yield

@@ -190,7 +190,8 @@ def test_a_verdict_is_judged_against_the_aa_spread() -> None:
     # 4 rounds are too few for the sign test
     assert judge(0.93, low[:4], aa, higher_is_better=True, peer="P").startswith("no difference")
     assert "noise unknown" in judge(0.93, low, [], higher_is_better=True, peer="P")
-    assert scenarios._aa_noise([100, 90, 110], [100, 100, 100]) == pytest.approx(0.1)
+    assert scenarios._aa_noise([1.0, 0.9, 1.1]) == pytest.approx(0.1)
+    assert scenarios._aa_noise([]) is None
     assert scenarios._per_round([2, 3, 4], [1, 0, 2]) == [2.0, 2.0]
 
 
@@ -208,6 +209,7 @@ def test_a_missed_target_says_by_how_much_and_why() -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
+@pytest.mark.usefixtures("django_db_open")
 def test_request_shapes_measures_pairs_an_aa_pair_and_the_ceiling(
         zonal_lab: LabFactory) -> None:
     """The scenario with tiny durations: every subject built once, 5 interleaved
@@ -216,7 +218,7 @@ def test_request_shapes_measures_pairs_an_aa_pair_and_the_ceiling(
     lines: list[str] = []
     ctx = scenarios.Context(lab=lab, subjects=["zonal", "queuepool", "django_pool"],
                             quick=True, progress=lines.append,
-                            extras={"seconds": 0.05, "rounds": 5, "threads": (4,)})
+                            extras={"seconds": 0.2, "rounds": 5, "threads": (4,)})
     res = scenarios.SCENARIOS["request_shapes"].run(ctx)
     rows = {r["subject"]: r for r in res["rows"]}
     measured = {k for k, r in rows.items() if "skipped" not in r}
@@ -242,6 +244,7 @@ def test_request_shapes_measures_pairs_an_aa_pair_and_the_ceiling(
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("django_db_open")
 def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
     from zonal_lab.bench import breakdown
 

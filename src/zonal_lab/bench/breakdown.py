@@ -30,8 +30,9 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from zonal_lab.bench.subjects import BenchDatabase, Subject, django_wrapper, label, make_subject
+from zonal_lab.bench.subjects import BenchDatabase, Subject, _django_wrapper, label, make_subject
 from zonal_lab.bench.subjects import missing as missing_subject
+from zonal_lab.bench.workload import rotated
 
 CPU_SUBJECTS = ("zonal_django", "django_pool", "zonal_core", "psycopg_pool_autocommit",
                 "raw_psycopg", "zonal", "queuepool")
@@ -49,8 +50,7 @@ def cpu_per_request(subjects: dict[str, Subject], requests: int, rounds: int
     names = list(subjects)
     out: dict[str, list[float]] = {n: [] for n in names}
     for rnd in range(rounds):
-        k = rnd % len(names)
-        for name in names[k:] + names[:k]:
+        for name in rotated(names, rnd):
             query = subjects[name].query
             t0 = time.thread_time()
             for _ in range(requests):
@@ -63,7 +63,7 @@ def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
     """µs of the Django pair's connection cycle and of zonal_django's checks."""
     out: dict[str, float] = {}
     for kind in ("zonal_django", "django_pool"):
-        w: Any = django_wrapper(kind, target, size=4)
+        w: Any = _django_wrapper(kind, target, size=4)
 
         def cycle(w: Any = w) -> None:
             w.connect()

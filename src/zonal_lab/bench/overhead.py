@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zonal_core.pool import CorePool
 from zonal_core.testing import FakeDriver
+from zonal_lab.bench.workload import rotated
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -124,8 +125,7 @@ def measure_rounds(threads: int, ops: int, rounds: int = 5) -> dict[str, list[fl
     for cycle, _ in made.values():
         _run(cycle, threads, ops // 10)  # warm up
     for rnd in range(rounds):
-        k = rnd % len(names)
-        for name in names[k:] + names[:k]:
+        for name in rotated(names, rnd):
             samples[name].append(_run(made[name][0], threads, ops) * 1e6)
     return samples
 

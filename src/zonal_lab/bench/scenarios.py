@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zonal_lab.bench.children import child_env
 from zonal_lab.bench.subjects import BenchDatabase, Need, Subject, make_subject
 from zonal_lab.bench.subjects import label as label_of
-from zonal_lab.bench.workload import Run, median, percentile, run_workload
+from zonal_lab.bench.workload import Run, median, percentile, rotated, run_workload
 
 if TYPE_CHECKING:
     from zonal_lab import Lab
@@ -112,12 +112,6 @@ _ROUND_TRIPS = (
 # -- the method: interleaved rounds, their spread, an A/A pair ----------------------
 
 
-def _rotated(names: Sequence[T], rnd: int) -> list[T]:
-    """Round ``rnd``'s order: each round starts with the next subject (ABC, BCA, ...)."""
-    k = rnd % len(names) if names else 0
-    return [*names[k:], *names[:k]]
-
-
 def _spread(values: Sequence[float], nd: int = 0) -> str | None:
     """``min-max`` of the rounds."""
     if not values:
@@ -126,11 +120,10 @@ def _spread(values: Sequence[float], nd: int = 0) -> str | None:
     return f"{lo:,.{nd}f}..{hi:,.{nd}f}"
 
 
-def _aa_noise(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """The A/A spread: the largest gap, as a fraction, between the same subject measured
-    as two subjects in the same round (``|a_i / b_i - 1|``, over the rounds)."""
-    gaps = [abs(x / y - 1.0) for x, y in zip(a, b, strict=False) if y]
-    return max(gaps) if gaps else None
+def _aa_noise(aa: Sequence[float]) -> float | None:
+    """The A/A spread: the largest gap from 1.0 of the A/A pair's per-round ratios (the
+    same subject measured as two subjects in the same round, see :func:`_per_round`)."""
+    return max(abs(r - 1.0) for r in aa) if aa else None
 
 
 def _per_round(a: Sequence[float], b: Sequence[float]) -> list[float]:
@@ -152,7 +145,7 @@ def _judge(ratio: float | None, pair: Sequence[float], aa: Sequence[float], *,
     gap = abs(ratio - 1.0)
     word = "better" if better else "WORSE"
     rng = f"rounds {min(pair):.2f}..{max(pair):.2f}x" if pair else "no rounds"
-    noise = _aa_noise(aa, [1.0] * len(aa)) if aa else None
+    noise = _aa_noise(aa)
     if noise is None:
         return f"{gap:.0%} {word} than {peer} ({rng}; no A/A pair measured: noise unknown)"
     if gap > noise:
@@ -186,8 +179,8 @@ MISSED_BECAUSE = {
     "throughput": (
         "with no more threads than connections a request never waits: zonal's checkout "
         "and checkin add under a microsecond of Python (the overhead scenario) to a "
-        "request of about a hundred, so a gap beyond that is the machine's noise "
-        "between measures (the A/A verdict says how large)"),
+        "request of over a hundred (the breakdown), so a gap beyond that is the "
+        "machine's noise between measures (the A/A verdict says how large)"),
     "throughput_saturated": (
         "with more threads than connections zonal hands each returned connection to the "
         "longest waiter (FIFO), so every checkout blocks and is woken: a thread switch "
@@ -208,8 +201,9 @@ MISSED_BECAUSE = {
         "part of it in the query_timeout bound on each wait for the server, and the "
         "rest is not placed yet"),
     "preping": (
-        "a checkout pings only a connection idle for longer than ping_bypass: at this "
-        "rate none is, and the gap is the rounds' noise plus the check itself"),
+        "a checkout pings only a connection idle for longer than ping_bypass (the "
+        "'checkouts pinged' column says how many were): beyond those, the gap is the "
+        "check whether to ping and the rounds' noise"),
 }
 """Why a target is missed, from the profile (cProfile and py-spy of these request
 shapes; docs/performance.md "Where the time goes"): a verdict that misses says it."""
@@ -235,7 +229,7 @@ def overhead(ctx: Context) -> Result:
         samples = ov.measure_rounds(threads, ops, rounds)
         us = {n: median(v) or 0.0 for n, v in samples.items()}
         aa = _per_round(samples["zonal_core_aa"], samples["zonal_core"])
-        noise = _aa_noise(aa, [1.0] * len(aa))
+        noise = _aa_noise(aa)
         qp = us["queuepool"]
         for name in ov.SUBJECTS:
             ratio = us[name] / qp if qp else None
@@ -322,7 +316,7 @@ def preping(ctx: Context) -> Result:
         pings = [0, 0]  # pings, checkouts (with pre-ping on), where the pool counts them
         for rnd in range(rounds):
             # rotate which goes first: whatever drifts (load, caches) hits all alike
-            for mode in _rotated(modes, rnd):
+            for mode in rotated(modes, rnd):
                 ping = mode == "on"
                 with _subject(kind, target, size=threads, ping=ping) as s:
                     ctx.progress(f"pre-ping: {s.label}, {mode}, round {rnd + 1}/{rounds}, "
@@ -428,7 +422,7 @@ def throughput(ctx: Context) -> Result:
             p99s: dict[str, list[float]] = {}  # each round's p99, per subject
             errs: dict[str, int] = {}
             for rnd in range(rounds):  # rounds interleave subjects: noise hits all alike
-                for name in _rotated(names, rnd):
+                for name in rotated(names, rnd):
                     kind = "zonal" if name == "zonal_aa" else name
                     if kind == "nullpool" and not pgb:
                         cell[name] = skip_row(kind, "NullPool is measured behind PgBouncer only",
@@ -472,8 +466,9 @@ def throughput(ctx: Context) -> Result:
                     _fairness(p99s.get("zonal", []), p99s.get("queuepool", []),
                               p99s.get("zonal_aa", []))))
             if aa.get("rps") and z.get("rps"):
+                noise = _aa_noise(_per_round(tputs["zonal_aa"], tputs["zonal"])) or 0.0
                 aa["verdict"] = (f"A/A: {aa['rps'] / z['rps']:.2f}x ZonalPool, per-round "
-                                 f"spread ±{_aa_noise(tputs['zonal_aa'], tputs['zonal']):.0%}")
+                                 f"spread ±{noise:.0%}")
             rows.extend(cell.values())
             plot_groups.append(f"{path}\n{threads} thr")
             for name in names:
@@ -1045,7 +1040,7 @@ def request_shapes(ctx: Context) -> Result:
             for rnd in range(rounds):
                 ctx.progress(f"request shapes: {threads} threads, round {rnd + 1}/{rounds}, "
                              f"{len(names)} subjects x {seconds:g} s")
-                for name in _rotated(names, rnd):
+                for name in rotated(names, rnd):
                     run = run_workload(built[name].query, threads=threads, duration=seconds,
                                        max_requests=2_000_000)
                     rps[name].append(run.throughput())
@@ -1053,7 +1048,7 @@ def request_shapes(ctx: Context) -> Result:
         med = {n: median(v) or 0.0 for n, v in rps.items()}
         ceiling = med.get(_CEILING) or None
         aa = _per_round(rps[_AA[1]], rps[_AA[0]]) if _AA[1] in rps else []
-        noise = _aa_noise(aa, [1.0] * len(aa)) if aa else None
+        noise = _aa_noise(aa)
         cell: dict[str, dict[str, Any]] = {}
         for name, kind in members:
             cell[name] = {"subject": name, "label": labels[name], "threads": threads,
@@ -1074,10 +1069,14 @@ def request_shapes(ctx: Context) -> Result:
                                   higher_is_better=True, peer=label_of(peer))
                 parts.append(f"{label_of(z)} {ratio:.2f}x {label_of(peer)} "
                              f"({cell[z]['eff']}% vs {cell[peer]['eff']}% of the ceiling)")
-        if _AA[1] in cell and med[_AA[0]]:
-            cell[_AA[1]]["vs"] = _r(med[_AA[1]] / med[_AA[0]])
+            elif z in cell and peer in cell:
+                cell[z]["verdict"] = (f"not judged: {label_of(peer)} completed no request "
+                                      "in most rounds (a measure too short for this machine)")
+        if _AA[1] in cell:
+            if med[_AA[0]]:
+                cell[_AA[1]]["vs"] = _r(med[_AA[1]] / med[_AA[0]])
             cell[_AA[1]]["verdict"] = (f"A/A: per-round spread ±{noise:.0%}"
-                                       if noise is not None else "A/A")
+                                       if noise is not None else "A/A: no round to compare")
         if _CEILING in cell:
             cell[_CEILING]["verdict"] = "the ceiling: a connection per thread, no pool"
         rows.extend(cell.values())

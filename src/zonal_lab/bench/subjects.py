@@ -32,7 +32,6 @@ __all__ = [
     "Need",
     "Subject",
     "SubjectKind",
-    "django_wrapper",
     "label",
     "make_subject",
     "missing",
@@ -300,7 +299,7 @@ def _django_alias(db: dict[str, Any]) -> Callable[[], Any]:
     return lambda: wrapper_class(settings_dict, alias)
 
 
-def django_wrapper(kind: str, target: BenchDatabase, size: int = 8) -> Any:
+def _django_wrapper(kind: str, target: BenchDatabase, size: int = 8) -> Any:
     """One ``DatabaseWrapper`` configured as subject ``kind`` (``django_pool`` or
     ``zonal_django``) is: what a thread of that subject uses."""
     db = _DJANGO_DBS[kind](target, size, False, {})[0]

@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Run", "Sample", "percentile", "run_workload"]
+__all__ = ["Run", "Sample", "percentile", "rotated", "run_workload"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -63,6 +65,13 @@ class Run:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
+
+
+def rotated(names: Sequence[T], rnd: int) -> list[T]:
+    """Round ``rnd``'s order of the subjects: each round starts with the next one
+    (ABC, BCA, CAB...), so a drift of the machine hits every subject alike."""
+    k = rnd % len(names) if names else 0
+    return [*names[k:], *names[:k]]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
