@@ -156,6 +156,20 @@ MUTANTS: tuple[Mutant, ...] = (
         core("test_pool.py"),
     ),
     Mutant(
+        "checkin-hands-to-the-newest",
+        "a checkin hands the returned connection to the last checkout in line",
+        (Edit(STATE, "            w = waiters.popleft()\n",
+              "            w = waiters.pop()\n"),),
+        core("test_handover.py", "test_pool.py"),
+    ),
+    Mutant(
+        "hand-over-uncounted",
+        "a connection handed over in line is not counted as a checkout",
+        (Edit(STATE, "        self.checked_out(rec, now, now - w.since)\n",
+              "        rec.lent_at = now\n"),),
+        core("test_handover.py"),
+    ),
+    Mutant(
         "newcomer-overtakes",
         "a new checkout takes what frees up before those already in line",
         (Edit(STATE, "            if self.waiters and not front:",
@@ -201,8 +215,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "query-timeout-ignored",
         "psycopg statements are unbounded when only query_timeout is set",
-        (Edit(DRIVER, "    return time.monotonic() + qt if qt else None",
-              "    return None"),),
+        (Edit(DRIVER, "        left = bounds.query_timeout\n",
+              "        left = None\n"),),
         QUERY_TIMEOUT_TESTS,
     ),
     Mutant(

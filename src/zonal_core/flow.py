@@ -192,6 +192,7 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
     cfg = state.config
     lock = state.lock
     start = clock.now()
+    waiter.since = start
     deadline = start + timeout
     front = False
     busy_attempts = 0
@@ -325,8 +326,10 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                             closing.extend(state.give_back(grant, now))
                         raise give_up(now)
                     if grant is not None and grant.record is not None and not grant.ping:
+                        if grant.counted:
+                            return grant.record  # handed over in line, counted then
                         # An idle connection that needs no ping: counted in this same
-                        # locked step (a woken waiter takes the lock once, not twice).
+                        # locked step.
                         return _count_checkout(state, clock, grant.record, start)
                 if no_route:
                     # Every endpoint failed in this checkout: try them all again,
@@ -355,6 +358,13 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                         with lock:
                             closing.extend(state.leave(waiter, clock.now()))
                         raise
+                    handed = waiter.grant
+                    if handed is not None and handed.counted:
+                        # A checkin handed this checkout a connection and counted it,
+                        # under the lock, after taking it out of line: nobody else
+                        # touches it now, so no lock is needed to take it.
+                        waiter.grant = None
+                        return handed.record  # type: ignore[return-value]
                     continue
                 front = True  # from here on, a retry keeps its place at the head of the line
 

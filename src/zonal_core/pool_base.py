@@ -129,8 +129,6 @@ class PoolBase:
         """The common checkin in one locked step (see ``PoolState.fast_checkin``);
         False: nothing done, take :meth:`_checkin_plan`."""
         state = self._state
-        if state.waiters:
-            return False  # (as in _fast_checkout)
         with state.lock:
             return state.fast_checkin(rec, self._now())
 

@@ -96,27 +96,28 @@ class _Bounds:
         self.on_timeout: Callable[[], None] | None = None
 
 
-def _limit_of(conn: Any) -> float | None:
-    """When ``conn``'s next wait must end (None: unbounded); every statement asks."""
+def _bound(conn: Any, gen: Any, kwargs: dict[str, Any]) -> tuple[Any, bool] | None:
+    """What bounds ``conn``'s next wait (every statement asks): None, nothing (no
+    bounds set, or no query_timeout); else what to wait on and whether psycopg's own
+    timeout does it (psycopg 3.3, in C: set in ``kwargs``; its ``_WaitTimeout`` is then
+    zonal's). Else (3.2, or the caller gave a timeout) ``gen`` wrapped."""
     try:
         bounds: _Bounds = conn._zonal
     except AttributeError:
         return None  # (no bounds set yet: nothing bounds it)
     deadline = bounds.deadline
-    if deadline is not None:
-        return deadline
-    qt = bounds.query_timeout
-    return time.monotonic() + qt if qt else None
-
-
-def _bound(gen: Any, limit: float, kwargs: dict[str, Any]) -> tuple[Any, bool]:
-    """What to wait on so that the wait ends by ``limit``, and whether psycopg's own
-    timeout does it (psycopg 3.3, in C: set in ``kwargs``; its ``_WaitTimeout`` is then
-    zonal's). Else (3.2, or the caller gave a timeout) ``gen`` wrapped."""
-    if _NATIVE_BOUND and kwargs.get("timeout") is None:
-        kwargs["timeout"] = max(0.0, limit - time.monotonic())
+    if deadline is None:
+        left = bounds.query_timeout
+        if not left:
+            return None
+        if _NATIVE_BOUND and kwargs.get("timeout") is None:
+            kwargs["timeout"] = left  # (relative: no clock read on the common path)
+            return gen, True
+        deadline = time.monotonic() + left
+    elif _NATIVE_BOUND and kwargs.get("timeout") is None:
+        kwargs["timeout"] = max(0.0, deadline - time.monotonic())
         return gen, True
-    return _bounded(gen, limit, "the statement"), False
+    return _bounded(gen, deadline, "the statement"), False
 
 
 def _expire(conn: Any) -> None:
@@ -154,10 +155,10 @@ class ZonalConnection(psycopg.Connection[Any]):
     def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
              **kwargs: Any) -> Any:
         # (the signature spans psycopg 3.2, without ``timeout``, and 3.3, with it)
-        limit = _limit_of(self)
-        if limit is None:
+        bound = _bound(self, gen, kwargs)
+        if bound is None:
             return super().wait(gen, interval or _INTERVAL, **kwargs)
-        gen, native = _bound(gen, limit, kwargs)
+        gen, native = bound
         try:
             return super().wait(gen, interval or _INTERVAL, **kwargs)
         except _WAIT_TIMEOUT:
@@ -177,10 +178,10 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
 
     async def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
                    **kwargs: Any) -> Any:
-        limit = _limit_of(self)
-        if limit is None:
+        bound = _bound(self, gen, kwargs)
+        if bound is None:
             return await super().wait(gen, interval or _INTERVAL, **kwargs)
-        gen, native = _bound(gen, limit, kwargs)
+        gen, native = bound
         try:
             return await super().wait(gen, interval or _INTERVAL, **kwargs)
         except _WAIT_TIMEOUT:

@@ -221,6 +221,30 @@ def test_an_option_changed_in_place_between_connects_builds_a_new_pool(djlab: An
 
 
 @pytest.mark.usefixtures("db_access")
+def test_a_pooled_connection_left_in_another_time_zone_gets_the_aliases_back(
+        djlab: Any) -> None:
+    # Every checkout compares the connection's time zone with the alias's (unlike
+    # Django's own pool, which sets it once per connection).
+    w = wrapper("zt_tz", NAME=djlab.database)
+    try:
+        w.ensure_connection()
+        raw = w.connection
+        tz = w.timezone_name  # (UTC: USE_TZ, and no TIME_ZONE of the alias)
+        assert tz != "Asia/Tokyo" and raw.info.parameter_status("TimeZone") == tz
+        raw.execute("SELECT set_config('TimeZone', 'Asia/Tokyo', false)")
+        assert raw.info.parameter_status("TimeZone") == "Asia/Tokyo"
+        w.close()
+        w.ensure_connection()
+        assert w.connection is raw  # the same pooled connection...
+        assert raw.info.parameter_status("TimeZone") == tz  # ...set back
+        with w.cursor() as cursor:
+            cursor.execute("SHOW TimeZone")
+            assert cursor.fetchone()[0] == tz
+    finally:
+        w.close()
+
+
+@pytest.mark.usefixtures("db_access")
 def test_forked_child_builds_its_own_pool_and_leaves_the_parents_alone(djlab: Any) -> None:
     w = wrapper("zt_fork", NAME=djlab.database)
     w.ensure_connection()

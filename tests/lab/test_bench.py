@@ -261,8 +261,15 @@ def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
                                    "QueuePool: _do_get + _do_return_conn",
                                    "QueuePool: pool.connect().close()"}
     assert all(v > 0 for v in res["pool_us"].values())
+    for r in [*res["cpu_us"].values(), *res["reuse_us"].values()]:
+        # (the kernel splits a thread's CPU time into user and system by clock ticks:
+        # a 40-request round may show either as 0, never their sum)
+        assert r["user"] >= 0 and r["sys"] >= 0 and r["median"] > 0 and r["wall"] > 0
+    assert {"raw psycopg, the same connection every request",
+            "raw psycopg, 4 connections in turn"} <= set(res["reuse_us"])
     text = breakdown.render(res)
     assert text.startswith("1. CPU µs per request") and "ZonalPool (SQLAlchemy)" in text
+    assert "4. The same connection again, or another" in text
 
 
 def test_fairness_judges_the_rounds_p99_against_the_aa_pair() -> None:

@@ -5,14 +5,22 @@
 Starts a one-zone lab and measures on one thread, so that a figure is the request's
 own work (nothing waits for a lock, the GIL or another thread):
 
-1. CPU µs per request (``time.thread_time``) of every subject of the request_shapes
-   scenario and of the SQLAlchemy pair (ZonalPool, QueuePool), median of interleaved
-   rounds (each round in a new order) with the rounds' min-max;
+1. CPU µs per request of every subject of the request_shapes scenario and of the
+   SQLAlchemy pair (ZonalPool, QueuePool), user and system (the thread's
+   ``getrusage``), median of interleaved rounds (each round in a new order) with the
+   rounds' min-max of the total;
 2. the Django pair's parts: a connection cycle without a query (``connect()`` then
    ``close()``: the checkout and the checkin as Django drives them),
    ``init_connection_state()``, and zonal_django's own plan check and pool lookup;
 3. the pools' own share of a SQLAlchemy checkout over a fake DBAPI
-   (``pool._do_get()`` + ``pool._do_return_conn()``): ZonalPool against QueuePool.
+   (``pool._do_get()`` + ``pool._do_return_conn()``): ZonalPool against QueuePool;
+4. the same connection again or another: raw psycopg sending each request on one
+   connection, or in turn on 4 (µs of CPU, user and system, and of wall time per
+   request), and the core and psycopg_pool each with a pool of one connection. A
+   pool that hands out the connection used last (zonal: LIFO, so that the others age
+   out) sends the next request to a server process that has just answered; one that
+   rotates (psycopg_pool: FIFO) sends it to one that has been idle longer. On a
+   server on the same machine the two cost the client different kernel time.
 
 Under the GIL the CPU time of a request bounds what every thread together can do, so
 these are the causes behind the req/s ratios of ``zonal bench``. (2) and (3) are
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -44,19 +53,73 @@ def _min_us(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
 
-def cpu_per_request(subjects: dict[str, Subject], requests: int, rounds: int
-                    ) -> dict[str, list[float]]:
-    """CPU µs per request of each subject, one figure per round (see the module)."""
+def _cpu() -> tuple[float, float]:
+    """(user, system) CPU seconds of the calling thread."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    if who is None:  # pragma: no cover - not Linux: no split
+        return time.thread_time(), 0.0
+    r = resource.getrusage(who)
+    return r.ru_utime, r.ru_stime
+
+
+def cpu_per_request(subjects: dict[str, Callable[[], object]], requests: int, rounds: int
+                    ) -> dict[str, list[tuple[float, float, float]]]:
+    """(user, system, wall) µs per request of each request function, one triple per
+    round (see the module)."""
     names = list(subjects)
-    out: dict[str, list[float]] = {n: [] for n in names}
+    out: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     for rnd in range(rounds):
         for name in rotated(names, rnd):
-            query = subjects[name].query
-            t0 = time.thread_time()
+            query = subjects[name]
+            u0, s0 = _cpu()
+            w0 = time.perf_counter()
             for _ in range(requests):
                 query()
-            out[name].append((time.thread_time() - t0) / requests * 1e6)
+            w1 = time.perf_counter()
+            u1, s1 = _cpu()
+            out[name].append(((u1 - u0) / requests * 1e6, (s1 - s0) / requests * 1e6,
+                              (w1 - w0) / requests * 1e6))
     return out
+
+
+def _summary(samples: list[tuple[float, float, float]]) -> dict[str, Any]:
+    totals = [u + s for u, s, _ in samples]
+    return {"median": statistics.median(totals), "rounds": totals,
+            "user": statistics.median(u for u, _, _ in samples),
+            "sys": statistics.median(s for _, s, _ in samples),
+            "wall": statistics.median(w for _, _, w in samples)}
+
+
+def same_or_another(target: BenchDatabase, requests: int, rounds: int) -> dict[str, Any]:
+    """Section 4 of the module: one connection again, or in turn (see there)."""
+    import psycopg
+
+    conns = [psycopg.connect(target.conninfo(), autocommit=True) for _ in range(4)]
+    one: dict[str, Subject] = {}
+    try:
+        for kind in ("zonal_core", "psycopg_pool_autocommit"):
+            if missing_subject(kind) is None:
+                one[kind] = make_subject(kind, target, size=1)
+        turn = iter(range(1 << 62))
+
+        def run(conn: Any) -> None:
+            conn.execute("select 1").fetchone()
+
+        fns: dict[str, Callable[[], object]] = {
+            "raw psycopg, the same connection every request": lambda: run(conns[0]),
+            "raw psycopg, 4 connections in turn": lambda: run(conns[next(turn) % 4]),
+            **{f"{label(k)}, pool of 1": s.query for k, s in one.items()},
+        }
+        for fn in fns.values():
+            for _ in range(min(300, requests)):
+                fn()
+        samples = cpu_per_request(fns, requests, rounds)
+    finally:
+        for s in one.values():
+            s.close()
+        for conn in conns:
+            conn.close()
+    return {name: _summary(v) for name, v in samples.items()}
 
 
 def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
@@ -124,16 +187,17 @@ def measure(requests: int, rounds: int) -> dict[str, Any]:
                 subjects[kind] = s = make_subject(kind, target, size=4)
                 for _ in range(min(300, requests)):  # warm: caches, prepared paths
                     s.query()
-            samples = cpu_per_request(subjects, requests, rounds)
+            samples = cpu_per_request({k: s.query for k, s in subjects.items()},
+                                      requests, rounds)
         finally:
             for s in subjects.values():
                 s.close()
         for kind, v in samples.items():
-            result["cpu_us"][kind] = {"label": label(kind), "median": statistics.median(v),
-                                      "rounds": v}
+            result["cpu_us"][kind] = {"label": label(kind), **_summary(v)}
         number = max(1000, requests)
         if "zonal_django" in subjects and "django_pool" in subjects:
             result["django_us"] = django_parts(target, number)
+        result["reuse_us"] = same_or_another(target, requests, rounds)
     if "zonal" in subjects and "queuepool" in subjects:
         result["pool_us"] = pool_parts(number * 10)
     return result
@@ -141,10 +205,11 @@ def measure(requests: int, rounds: int) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     lines = [f"1. CPU µs per request, 1 thread, {result['requests']} requests x "
-             f"{result['rounds']} interleaved rounds (median, min-max)"]
+             f"{result['rounds']} interleaved rounds (median: total = user + system, "
+             "min-max of the total)"]
     for r in result["cpu_us"].values():
-        lines.append(f"   {r['label']:<48} {r['median']:7.1f}   "
-                     f"{min(r['rounds']):.1f}..{max(r['rounds']):.1f}")
+        lines.append(f"   {r['label']:<48} {r['median']:7.1f} = {r['user']:5.1f} + "
+                     f"{r['sys']:5.1f}   {min(r['rounds']):.1f}..{max(r['rounds']):.1f}")
     for kind, why in result["skipped"].items():
         lines.append(f"   {label(kind):<48} not measured: {why}")
     for title, key in (("2. Django, µs (timeit minimum)", "django_us"),
@@ -153,6 +218,12 @@ def render(result: dict[str, Any]) -> str:
         if key in result:
             lines.append(title)
             lines += [f"   {name:<64} {us:7.2f}" for name, us in result[key].items()]
+    if "reuse_us" in result:
+        lines.append("4. The same connection again, or another: µs per request, 1 thread "
+                     "(median: CPU total = user + system; wall)")
+        for name, r in result["reuse_us"].items():
+            lines.append(f"   {name:<58} {r['median']:7.1f} = {r['user']:5.1f} + "
+                         f"{r['sys']:5.1f}   wall {r['wall']:6.1f}")
     return "\n".join(lines)
 
 

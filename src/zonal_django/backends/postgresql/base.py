@@ -257,6 +257,15 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         pools.close_alias(self.alias)
 
     if DJANGO_VERSION >= (5, 1):
+        def _configure_timezone(self, connection: Any) -> bool:
+            # Every checkout asks (a pooled connection may have been left in another
+            # time zone). Most find it set: the server's report, compared as bytes,
+            # settles that without building a ConnectionInfo; else Django's own check.
+            name = self.timezone_name
+            if name and connection.pgconn.parameter_status(b"TimeZone") == name.encode():
+                return False
+            return bool(super()._configure_timezone(connection))
+
         def ensure_timezone(self) -> bool:
             # Django closes its pool here so new connections get the new time zone;
             # zonal's pools are keyed by time zone, so the old pool is left alone.
