@@ -179,8 +179,10 @@ MISSED_BECAUSE = {
     "throughput": (
         "with no more threads than connections a request never waits: zonal's checkout "
         "and checkin add under a microsecond of Python (the overhead scenario) to a "
-        "request of over a hundred (the breakdown), so a gap beyond that is the "
-        "machine's noise between measures (the A/A verdict says how large)"),
+        "request of over a hundred (the breakdown); zonal lends the connection used "
+        "last (LIFO, so that the others age out) where QueuePool rotates them (FIFO), "
+        "which with the server on the same machine costs zonal kernel time per request "
+        "(breakdown section 4); beyond that, the A/A verdict sizes the machine's noise"),
     "throughput_saturated": (
         "with more threads than connections zonal hands each returned connection to the "
         "longest waiter (FIFO), so every checkout blocks and is woken: a thread switch "
@@ -190,16 +192,20 @@ MISSED_BECAUSE = {
     "request_shapes": (
         "per request zonal_django runs more Python than Django's pool: on each connect it "
         "checks that the settings, time zone, connection parameters and zonal's "
-        "environment variables are unchanged (Django's pool is built once), Django checks "
-        "the time zone and role of each checkout (it skips that with its own pool), and "
-        "each wait for the server carries zonal's query_timeout bound; under the GIL the "
-        "CPU time per request sets the req/s"),
+        "environment variables are unchanged (Django's pool is built once), the time "
+        "zone of each checkout is checked (Django's pool sets it once per connection), "
+        "and each wait for the server carries zonal's query_timeout bound; and, as for "
+        "the core, the LIFO reuse of the connection used last costs kernel time with "
+        "the server on the same machine (breakdown section 4); under the GIL the CPU "
+        "time per request sets the req/s"),
     "core": (
-        "the breakdown (python -m zonal_lab.bench.breakdown) measures a few µs more CPU "
-        "per request for the core with its psycopg driver than for psycopg_pool; "
-        "cProfile puts none of it in the checkout or checkin (zonal's are the cheaper), "
-        "part of it in the query_timeout bound on each wait for the server, and the "
-        "rest is not placed yet"),
+        "the core runs no more Python than psycopg_pool per request (the breakdown's "
+        "user CPU; with a pool of one connection each the two are even): the gap is "
+        "kernel time. zonal lends the connection used last (LIFO: the others age out "
+        "and close), psycopg_pool rotates them (FIFO); with the server on the same "
+        "machine, a request sent to the server process that has just answered costs "
+        "the client more system time than one sent to a process idle for longer "
+        "(breakdown section 4: raw psycopg on one connection against 4 in turn)"),
     "preping": (
         "a checkout pings only a connection idle for longer than ping_bypass (the "
         "'checkouts pinged' column says how many were): beyond those, the gap is the "
