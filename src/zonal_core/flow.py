@@ -26,7 +26,7 @@ from typing import Any
 
 from zonal_core.backoff import Backoff
 from zonal_core.clock import Clock
-from zonal_core.errors import CredentialError, NoHealthyZone, ZonalConfigError
+from zonal_core.errors import CredentialError, NoHealthyZone, PoolClosed, ZonalConfigError
 from zonal_core.pgerrors import (
     is_auth_failure,
     is_config_error,
@@ -318,6 +318,11 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                     except NoHealthyZone:
                         grant, reaped = None, []
                         no_route = True
+                    except PoolClosed:
+                        # Closed while this checkout was in line: leave it, giving back
+                        # (to be closed) what a checkin handed over meanwhile.
+                        closing.extend(state.leave(waiter, now))
+                        raise
                     else:
                         no_route = False
                     closing.extend(reaped)

@@ -400,12 +400,14 @@ class PoolState:
                 or len(idle) + z.lent + z.opening > cfg.pool_size):
             return False
         if waiters:
-            # What release() does, in one step, when the preferred zone is full and
-            # nothing idles in it: the connection tops its idle stack and the first
-            # checkout in line takes it (just used: no ping). It stays lent, to that
-            # checkout, counted here. (A full zone has no room for the next one in
-            # line; other zones may have: the line is dispatched as release does.)
-            if idle or z.lent + z.opening != cfg.pool_size:
+            # What release() does, in one step, when the pool has one zone, full, with
+            # nothing idle: the connection tops the idle stack and the first checkout
+            # in line takes it (just used: no ping). It stays lent, to that checkout,
+            # counted here. Nobody behind it can be served then (no room, no other
+            # zone), so the rest of the line stays as it is. (With more zones the next
+            # in line may get a slot elsewhere, which may close an idle connection:
+            # release() does that, and returns what to close.)
+            if idle or len(self.zones) > 1 or z.lent + z.opening != cfg.pool_size:
                 return False
             self.last_op = now
             z.counters.use_time.observe(now - lent_at)
@@ -413,8 +415,6 @@ class PoolState:
             w = waiters.popleft()
             w.queued = False
             self._hand_over(w, rec, now)
-            if waiters and len(self.zones) > 1:
-                self._dispatch(now)
             return True
         self.last_op = now
         z.counters.use_time.observe(now - lent_at)

@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from zonal_core.clock import Jitter, SystemClock
+from zonal_core.backoff import Backoff
+from zonal_core.clock import FakeClock, Jitter, SystemClock
 from zonal_core.config import build_config
+from zonal_core.errors import PoolClosed
+from zonal_core.flow import Wait, checkout_flow
 from zonal_core.pool import ZonedPool
 from zonal_core.state import PooledConnection, PoolState, Waiter
 from zonal_core.testing import FakeDriver
@@ -55,7 +58,13 @@ def test_fast_checkin_hands_over_as_release_does(zones: dict[str, str], pre_ping
     fast, fast_rec, fast_line = _saturated(zones, pre_ping=pre_ping)
     slow, slow_rec, slow_line = _saturated(zones, pre_ping=pre_ping)
 
-    assert fast.fast_checkin(fast_rec, 3.0) is True
+    if len(zones) == 1:
+        assert fast.fast_checkin(fast_rec, 3.0) is True
+    else:
+        # the next in line may be served by another zone, which may close an idle
+        # connection there: release() does it and returns what to close
+        assert fast.fast_checkin(fast_rec, 3.0) is False
+        assert fast.release(fast_rec, 3.0) == []
     assert slow.release(slow_rec, 3.0) == []
 
     for st, rec, (first, second) in ((fast, fast_rec, fast_line),
@@ -106,3 +115,66 @@ def test_a_woken_checkout_returns_what_was_handed_over_counted_once() -> None:
     pool.putconn(got[0])
     assert pool.stats().zones["a"].idle == 1
     pool.close()
+
+
+def test_a_hand_over_given_back_by_a_cancelled_checkout_goes_back_idle() -> None:
+    # (a task cancelled, or a thread interrupted, after the hand-over and before it
+    # woke: the flow leaves the line; the checkout stays counted, as documented)
+    state, rec, (first, second) = _saturated({"a": ZONES["a"]})
+    assert state.fast_checkin(rec, 3.0) is True
+    assert first.grant is not None and first.grant.counted
+    assert state.leave(first, 3.5) == []
+    assert first.grant is None
+    # back from the cancelled checkout, it goes to the next in line, counted too
+    assert second.grant is not None and second.grant.record is rec and second.woken == 1
+    z = state.snapshot(3.5, "fake").zones["a"]
+    assert (z.in_use, z.idle, z.checkouts, z.waiting) == (1, 0, 3, 0)
+    assert z.wait_time.sum == pytest.approx(2.0 + 2.0)  # 3.0 - 1.0, then 3.5 - 1.5
+    assert rec.lent_at == 3.5
+    assert state.leave(second, 4.0) == []  # cancelled too: idle now, nobody in line
+    z = state.snapshot(4.0, "fake").zones["a"]
+    assert (z.in_use, z.idle, z.checkouts, z.waiting) == (0, 1, 3, 0)
+    assert rec.lent_at is None
+
+
+class _HookClock(FakeClock):
+    """Runs ``hook`` (once) inside the next ``now()``: something that happens between
+    two steps of a checkout flow."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.hook: Any = None
+
+    def now(self) -> float:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().now()
+
+
+def test_a_checkout_in_line_when_the_pool_closes_gives_back_what_was_handed_over() -> None:
+    config = build_config(zones={"a": ZONES["a"]}, pool_size=1, environ={})
+    state = PoolState(config, jitter=Jitter(seed=7), now=0.0)
+    grant, _ = state.acquire(0.0, _Waiter(0.0))
+    assert grant is not None and grant.slot is not None
+    rec, _ = state.connected(grant.slot, object(), 0.0, 0.01)
+    state.checked_out(rec, 0.0, 0.0)
+
+    clock = _HookClock(1.0)
+    waiter = _Waiter(0.0)
+    closing: list[PooledConnection] = []
+    flow = checkout_flow(state, clock, waiter, 5.0, closing, backoff=Backoff())
+    assert isinstance(next(flow), Wait) and waiter.queued
+
+    def checkin_then_close() -> None:
+        # after the woken flow found no grant (its wait timed out), before its next
+        # locked step: a checkin hands it the connection, then the pool closes
+        assert state.fast_checkin(rec, 1.0) is True
+        assert waiter.grant is not None and waiter.grant.record is rec
+        state.close(1.0)
+
+    clock.hook = checkin_then_close
+    with pytest.raises(PoolClosed):
+        flow.send(False)
+    assert closing == [rec]  # given back, and closed by the runner (never lent twice)
+    assert state.lent_total == 0 and waiter.grant is None and not waiter.queued

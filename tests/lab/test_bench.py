@@ -203,8 +203,9 @@ def test_a_missed_target_says_by_how_much_and_why() -> None:
     assert t(0.9, 0.95, higher_is_better=True, why="W").startswith("target >= 0.95x MISSED by 5%")
     assert t(0.946, 0.95, higher_is_better=True, why="W").startswith(
         "target >= 0.95x MISSED by 0.4%")
-    assert set(scenarios.MISSED_BECAUSE) == {"overhead", "throughput", "throughput_saturated",
-                                             "request_shapes", "core", "preping"}
+    assert set(scenarios.MISSED_BECAUSE) == {
+        "overhead", "throughput", "throughput_saturated", "request_shapes",
+        "request_shapes_saturated", "core", "core_saturated", "preping"}
 
 
 @pytest.mark.integration

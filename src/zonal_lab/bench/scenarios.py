@@ -170,6 +170,13 @@ def _target(ratio: float | None, goal: float, *, higher_is_better: bool, why: st
     return f"target {sign} {goal:g}x MISSED by {gap:.{0 if gap >= 0.01 else 1}%}: {why}"
 
 
+_DJANGO_PYTHON = (
+    "per request zonal_django runs more Python than Django's pool: on each connect it "
+    "checks that the settings, time zone, connection parameters and zonal's "
+    "environment variables are unchanged (Django's pool is built once), the time zone "
+    "of each checkout is checked (Django's pool sets it once per connection), and each "
+    "wait for the server carries zonal's query_timeout bound")
+
 MISSED_BECAUSE = {
     "overhead": (
         "SQLAlchemy's own checkout and checkin (fairy, record, reset) are the same for "
@@ -190,13 +197,12 @@ MISSED_BECAUSE = {
         "connection straight back without blocking, faster but unfair (see the p99 "
         "of the threads it leaves waiting)"),
     "request_shapes": (
-        "per request zonal_django runs more Python than Django's pool: on each connect it "
-        "checks that the settings, time zone, connection parameters and zonal's "
-        "environment variables are unchanged (Django's pool is built once), the time "
-        "zone of each checkout is checked (Django's pool sets it once per connection), "
-        "and each wait for the server carries zonal's query_timeout bound; and, as for "
-        "the core, the LIFO reuse of the connection used last costs kernel time with "
-        "the server on the same machine (breakdown section 4); under the GIL the CPU "
+        f"{_DJANGO_PYTHON}; and, as for the core, the LIFO reuse of the connection used "
+        "last costs kernel time with the server on the same machine (breakdown section "
+        "4); under the GIL the CPU time per request sets the req/s"),
+    "request_shapes_saturated": (
+        f"{_DJANGO_PYTHON}; with more threads than connections both pools hand a "
+        "returned connection to the checkout waiting longest; under the GIL the CPU "
         "time per request sets the req/s"),
     "core": (
         "the core runs no more Python than psycopg_pool per request (the breakdown's "
@@ -206,6 +212,11 @@ MISSED_BECAUSE = {
         "machine, a request sent to the server process that has just answered costs "
         "the client more system time than one sent to a process idle for longer "
         "(breakdown section 4: raw psycopg on one connection against 4 in turn)"),
+    "core_saturated": (
+        "with more threads than connections both pools hand a returned connection to "
+        "the checkout waiting longest, and the core's checkout and checkin run no more "
+        "Python than psycopg_pool's (the breakdown's user CPU); no cause beyond that "
+        "was found"),
     "preping": (
         "a checkout pings only a connection idle for longer than ping_bypass (the "
         "'checkouts pinged' column says how many were): beyond those, the gap is the "
@@ -1070,7 +1081,8 @@ def request_shapes(ctx: Context) -> Result:
                 cell[z]["target"] = ">= 1.0x"
                 cell[z]["verdict"] = _target(
                     ratio, 1.0, higher_is_better=True,
-                    why=MISSED_BECAUSE["request_shapes" if z == "zonal_django" else "core"],
+                    why=MISSED_BECAUSE[("request_shapes" if z == "zonal_django" else "core")
+                                       + ("_saturated" if threads > size else "")],
                 ) + "; " + _judge(ratio, _per_round(rps[z], rps[peer]), aa,
                                   higher_is_better=True, peer=label_of(peer))
                 parts.append(f"{label_of(z)} {ratio:.2f}x {label_of(peer)} "
