@@ -165,8 +165,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "hand-over-uncounted",
         "a connection handed over in line is not counted as a checkout",
-        (Edit(STATE, "        self.checked_out(rec, now, now - w.since)\n",
-              "        rec.lent_at = now\n"),),
+        (Edit(STATE, "        self.checked_out(grant.record, now, now - w.since)\n",
+              "        grant.record.lent_at = now\n"),),
         core("test_handover.py"),
     ),
     Mutant(

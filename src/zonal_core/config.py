@@ -33,7 +33,7 @@ from typing import Any, Literal, cast
 
 from .errors import ZonalConfigError
 from .options import ENV_LOCAL_ZONE, ENV_TOPOLOGY, ENV_TOPOLOGY_FILE, OPTIONS, TABLE
-from .secrets import redact
+from .secrets import mask, redact
 from .topology import Endpoint, Topology, collect_secrets, did_you_mean, parse_topology
 
 __all__ = [
@@ -302,8 +302,12 @@ def _guess(word: object, choices: Any) -> str | None:
 
 
 def _unknown_option(key: object, origin: str | None) -> ZonalConfigError:
-    # A readable key is the field itself; anything odd is shown as its repr.
-    field = key if isinstance(key, str) and key.isidentifier() and len(key) <= 60 else _show(key)
+    # A readable key is the field itself; anything odd is shown as its repr, masked
+    # first (a connection string given as a key holds a password) and then shortened.
+    if isinstance(key, str) and key.isidentifier() and len(key) <= 60:
+        field = key
+    else:
+        field = _show(mask(key) if isinstance(key, str) else key)
     guess = _guess(key, OPTIONS)
     if key == "options":
         fix = "pass the mapping positionally: build_config({...})"

@@ -120,13 +120,20 @@ def _bound(conn: Any, gen: Any, kwargs: dict[str, Any]) -> tuple[Any, bool] | No
     return _bounded(gen, deadline, "the statement"), False
 
 
-def _expire(conn: Any) -> None:
-    """A statement outlived its bound: its state is unknown, so the connection ends,
-    and whoever counts timeouts against the endpoint is told."""
+def _timed_out(conn: Any, exc: Exception, native: bool) -> Exception:
+    """A bounded wait of ``conn`` raised ``exc``: what to raise. zonal's bound (psycopg's
+    own timeout when ``native``, else the wrapped generator's QueryTimeout) means the
+    statement outlived it: its state is unknown, so the connection ends and whoever
+    counts timeouts against the endpoint is told. A timeout the caller gave is its own."""
+    if not isinstance(exc, QueryTimeout):
+        if not native:
+            return exc
+        exc = _no_answer("the statement")
     conn.pgconn.finish()
     on_timeout = _bounds_of(conn).on_timeout
     if on_timeout is not None:
         on_timeout()
+    return exc
 
 
 def _bounds_of(conn: Any) -> _Bounds:
@@ -161,14 +168,9 @@ class ZonalConnection(psycopg.Connection[Any]):
         gen, native = bound
         try:
             return super().wait(gen, interval or _INTERVAL, **kwargs)
-        except _WAIT_TIMEOUT:
-            if not native:
-                raise  # the caller's own timeout
-            exc = _no_answer("the statement")
-        except QueryTimeout as timed_out:
-            exc = timed_out
-        _expire(self)
-        raise exc
+        except (_WAIT_TIMEOUT, QueryTimeout) as exc:
+            error = _timed_out(self, exc, native)
+        raise error
 
 
 class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
@@ -184,14 +186,9 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
         gen, native = bound
         try:
             return await super().wait(gen, interval or _INTERVAL, **kwargs)
-        except _WAIT_TIMEOUT:
-            if not native:
-                raise  # the caller's own timeout
-            exc = _no_answer("the statement")
-        except QueryTimeout as timed_out:
-            exc = timed_out
-        _expire(self)
-        raise exc
+        except (_WAIT_TIMEOUT, QueryTimeout) as exc:
+            error = _timed_out(self, exc, native)
+        raise error
 
 
 def _split(kwargs: Mapping[str, Any], timeout: float) -> tuple[str, dict[str, Any]]:

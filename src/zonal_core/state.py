@@ -397,28 +397,26 @@ class PoolState:
                 or now - self.last_op > cfg.max_idle
                 or rec.pid != self.pid or rec.generation != self.generation
                 or rec.created_at <= z.invalid_before or z.removed
-                or len(idle) + z.lent + z.opening > cfg.pool_size):
+                or len(idle) + z.lent + z.opening > cfg.pool_size
+                # (checkouts in line: only a one-zone pool, full, with nothing idle)
+                or (waiters and (idle or len(self.zones) > 1
+                                 or z.lent + z.opening != cfg.pool_size))):
             return False
-        if waiters:
-            # What release() does, in one step, when the pool has one zone, full, with
-            # nothing idle: the connection tops the idle stack and the first checkout
-            # in line takes it (just used: no ping). It stays lent, to that checkout,
-            # counted here. Nobody behind it can be served then (no room, no other
-            # zone), so the rest of the line stays as it is. (With more zones the next
-            # in line may get a slot elsewhere, which may close an idle connection:
-            # release() does that, and returns what to close.)
-            if idle or len(self.zones) > 1 or z.lent + z.opening != cfg.pool_size:
-                return False
-            self.last_op = now
-            z.counters.use_time.observe(now - lent_at)
-            rec.last_used = now
-            w = waiters.popleft()
-            w.queued = False
-            self._hand_over(w, rec, now)
-            return True
         self.last_op = now
         z.counters.use_time.observe(now - lent_at)
         rec.last_used = now
+        if waiters:
+            # What release() does, in one step: the connection tops the empty idle
+            # stack and the first checkout in line takes it (just used: no ping). It
+            # stays lent, to that checkout, counted here. Nobody behind it can be
+            # served then (no room, no other zone), so the rest of the line stays as
+            # it is. (With more zones the next in line may get a slot elsewhere, which
+            # may close an idle connection: release() does that, and returns what to
+            # close.)
+            w = waiters.popleft()
+            w.queued = False
+            self._hand_over(w, Grant(record=rec), now)
+            return True
         rec.lent_at = None
         z.lent -= 1
         self.lent_total -= 1
@@ -791,19 +789,17 @@ class PoolState:
                 w.no_route = True
                 w.notify()
             elif g.record is not None and not g.ping:
-                self._hand_over(w, g.record, now, g)
+                self._hand_over(w, g, now)
             else:
                 w.grant = g  # a connect to make, or a connection to ping: the flow's
                 w.notify()
 
-    def _hand_over(self, w: Waiter, rec: PooledConnection, now: float,
-                   grant: Grant | None = None) -> None:
-        """Give ``w`` the lent ``rec``, its checkout counted now: woken, the waiter
-        returns it without taking the lock again (one lock round less per checkout
-        when the pool is saturated)."""
-        self.checked_out(rec, now, now - w.since)
-        if grant is None:
-            grant = Grant(record=rec)
+    def _hand_over(self, w: Waiter, grant: Grant, now: float) -> None:
+        """Give ``w`` the lent connection of ``grant``, its checkout counted now:
+        woken, the waiter returns it without taking the lock again (one lock round
+        less per checkout when the pool is saturated)."""
+        assert grant.record is not None
+        self.checked_out(grant.record, now, now - w.since)
         grant.counted = True
         w.grant = grant
         w.notify()

@@ -211,3 +211,47 @@ def test_libpq_accepts_keepalives_and_reaper_options() -> None:
     )
     assert parsed["keepalives"] == "1"
     assert parsed["keepalives_idle"] == "30"
+
+
+# ------------------------------------------------------------ psycopg wait bounds
+
+
+class _FakePgConn:
+    def __init__(self) -> None:
+        self.finished = 0
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+class _FakeConn:
+    """What the bound's timeout handling touches of a psycopg connection."""
+
+    def __init__(self) -> None:
+        from zonal_core.psycopg_driver import _Bounds
+
+        self.pgconn = _FakePgConn()
+        self._zonal = _Bounds()
+        self.told: list[str] = []
+        self._zonal.on_timeout = lambda: self.told.append("timeout")
+
+
+def test_a_statement_past_zonals_bound_ends_the_connection_and_tells() -> None:
+    from zonal_core.errors import QueryTimeout
+    from zonal_core.psycopg_driver import _NATIVE_BOUND, _WAIT_TIMEOUT, _timed_out
+
+    # zonal's generator bound (psycopg 3.2, or a caller's timeout on 3.3)
+    conn, own = _FakeConn(), QueryTimeout("the statement got no answer")
+    assert _timed_out(conn, own, native=False) is own
+    assert conn.pgconn.finished == 1 and conn.told == ["timeout"]
+    if not _NATIVE_BOUND:
+        return
+    # psycopg 3.3's own timeout, set by zonal: a QueryTimeout instead
+    conn = _FakeConn()
+    got = _timed_out(conn, _WAIT_TIMEOUT(), native=True)
+    assert isinstance(got, QueryTimeout) and "no answer from the server" in str(got)
+    assert conn.pgconn.finished == 1 and conn.told == ["timeout"]
+    # psycopg's timeout given by the caller: the caller's own, the connection untouched
+    conn, theirs = _FakeConn(), _WAIT_TIMEOUT()
+    assert _timed_out(conn, theirs, native=False) is theirs
+    assert conn.pgconn.finished == 0 and conn.told == []

@@ -34,16 +34,21 @@ class _Waiter(Waiter):
         self.woken += 1
 
 
-def _saturated(zones: dict[str, str], **options: Any
-               ) -> tuple[PoolState, PooledConnection, list[_Waiter]]:
-    """Zone a's one connection borrowed at t=0, two checkouts in line since t=1, 1.5."""
-    config = build_config(zones=zones, local_zone="a", pool_size=1, spillover=False,
-                          environ={}, **options)
+def _one_lent(zones: dict[str, str], **options: Any) -> tuple[PoolState, PooledConnection]:
+    """A pool whose first connection, in zone a, was borrowed at t=0."""
+    config = build_config(zones=zones, local_zone="a", environ={}, **options)
     state = PoolState(config, jitter=Jitter(seed=7), now=0.0)
     grant, _ = state.acquire(0.0, _Waiter(0.0))
     assert grant is not None and grant.slot is not None
     rec, _ = state.connected(grant.slot, object(), 0.0, 0.01)
     state.checked_out(rec, 0.0, 0.0)
+    return state, rec
+
+
+def _saturated(zones: dict[str, str], **options: Any
+               ) -> tuple[PoolState, PooledConnection, list[_Waiter]]:
+    """Zone a's one connection borrowed at t=0, two checkouts in line since t=1, 1.5."""
+    state, rec = _one_lent(zones, pool_size=1, spillover=False, **options)
     line = [_Waiter(1.0), _Waiter(1.5)]
     for w in line:
         got, _ = state.acquire(w.since, w)
@@ -81,15 +86,10 @@ def test_fast_checkin_hands_over_as_release_does(zones: dict[str, str], pre_ping
     assert fast.snapshot(3.0, "fake").as_dict() == slow.snapshot(3.0, "fake").as_dict()
 
 
-def test_no_hand_over_when_the_zone_has_room_or_something_idles() -> None:
+def test_no_hand_over_when_the_zone_has_room() -> None:
     # pool_size=2 with one connection open: release() would let the next in line
     # connect too, so the fast checkin leaves it to release().
-    config = build_config(zones={"a": ZONES["a"]}, pool_size=2, environ={})
-    state = PoolState(config, jitter=Jitter(seed=7), now=0.0)
-    grant, _ = state.acquire(0.0, _Waiter(0.0))
-    assert grant is not None and grant.slot is not None
-    rec, _ = state.connected(grant.slot, object(), 0.0, 0.01)
-    state.checked_out(rec, 0.0, 0.0)
+    state, rec = _one_lent({"a": ZONES["a"]}, pool_size=2)
     state.waiters.append(_Waiter(1.0))  # (as after a connect failure in line)
     state.waiters[0].queued = True
     assert state.fast_checkin(rec, 2.0) is False
@@ -153,13 +153,7 @@ class _HookClock(FakeClock):
 
 
 def test_a_checkout_in_line_when_the_pool_closes_gives_back_what_was_handed_over() -> None:
-    config = build_config(zones={"a": ZONES["a"]}, pool_size=1, environ={})
-    state = PoolState(config, jitter=Jitter(seed=7), now=0.0)
-    grant, _ = state.acquire(0.0, _Waiter(0.0))
-    assert grant is not None and grant.slot is not None
-    rec, _ = state.connected(grant.slot, object(), 0.0, 0.01)
-    state.checked_out(rec, 0.0, 0.0)
-
+    state, rec = _one_lent({"a": ZONES["a"]}, pool_size=1)
     clock = _HookClock(1.0)
     waiter = _Waiter(0.0)
     closing: list[PooledConnection] = []
