@@ -19,11 +19,12 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from zonal_core.pool import CorePool
 from zonal_core.state import PooledConnection
 
-__all__ = ["all_pools", "close_alias", "get_pool", "lost", "pools_of"]
+__all__ = ["all_pools", "close_alias", "foreign", "get_pool", "lost", "pools_of"]
 
 log = logging.getLogger("zonal.django")
 
@@ -35,6 +36,24 @@ _current: dict[tuple[int, str], str] = {}
 # weakref finalizer (which may run in any thread, even under a pool's lock, so it
 # only appends) and given back to their pool on the next pool lookup.
 _lost: deque[tuple[CorePool, PooledConnection]] = deque()
+# This process's id, kept by a fork hook (as the core's pools keep theirs): every
+# connect and close asks, and os.getpid() is a system call.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid  # noqa: PLW0603 - the one writer, in the fork hook
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def foreign(rec: PooledConnection) -> bool:
+    """True if ``rec`` was borrowed in another process (before a fork): its socket
+    is that process's."""
+    return rec.pid != _pid
 
 
 def lost(pool: CorePool, rec: PooledConnection) -> None:
@@ -51,17 +70,19 @@ def _reclaim() -> None:
         log.warning("a Django connection of pool %r was garbage-collected without close(); "
                     "zonal_django.middleware.ZonalRequestMiddleware returns connections at "
                     "the end of each request", pool.name)
-        if rec.pid == os.getpid():
+        if not foreign(rec):
             pool.invalidate(rec)  # its state is unknown: discard, never reuse
         else:
             pool.putconn(rec, reset=False)  # a parent's connection: the core orphans it
 
 
-def get_pool(alias: str, fingerprint: str, factory: Callable[[], CorePool]) -> CorePool:
-    """The pool of ``alias`` for these settings in this process, built if needed."""
+def get_pool(alias: str, fingerprint: str, factory: Callable[..., CorePool], *args: Any
+             ) -> CorePool:
+    """The pool of ``alias`` for these settings in this process, built by
+    ``factory(*args)`` if needed."""
     if _lost:
         _reclaim()
-    pid = os.getpid()
+    pid = _pid
     key = (pid, alias, fingerprint)
     pool = _pools.get(key)
     if pool is not None and not pool.closed:
@@ -79,7 +100,7 @@ def get_pool(alias: str, fingerprint: str, factory: Callable[[], CorePool]) -> C
                 previous = _pools.pop((pid, alias, old), None)
                 if previous is not None:
                     stale.append(previous)
-            pool = factory()
+            pool = factory(*args)
             _pools[key] = pool
             _current[(pid, alias)] = fingerprint
     for previous in stale:
@@ -89,14 +110,14 @@ def get_pool(alias: str, fingerprint: str, factory: Callable[[], CorePool]) -> C
 
 def pools_of(alias: str) -> list[CorePool]:
     """This process's open pools of ``alias``."""
-    pid = os.getpid()
+    pid = _pid
     return [p for (kpid, a, _), p in list(_pools.items()) if kpid == pid and a == alias
             and not p.closed]
 
 
 def all_pools() -> dict[str, CorePool]:
     """This process's current pool of each alias."""
-    pid = os.getpid()
+    pid = _pid
     out: dict[str, CorePool] = {}
     for (kpid, alias), fp in list(_current.items()):
         pool = _pools.get((kpid, alias, fp))
@@ -107,7 +128,7 @@ def all_pools() -> dict[str, CorePool]:
 
 def close_alias(alias: str) -> int:
     """Close every pool of ``alias`` in this process; returns how many."""
-    pid = os.getpid()
+    pid = _pid
     with _lock:
         doomed = [_pools.pop(k) for k in [k for k in _pools if k[0] == pid and k[1] == alias]]
         _current.pop((pid, alias), None)

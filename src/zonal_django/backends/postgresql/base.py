@@ -14,7 +14,6 @@ refused and every statement that goes through a Django cursor (ORM and raw
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -177,17 +176,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         return config.session_state if plan[1].transaction_mode else None
 
     def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
-        def build() -> CorePool:
-            params = conf.connect_params(conn_params)
-            # Idle connections sit in autocommit; Django sets its own mode at checkout.
-            params["autocommit"] = True
-            if plan.config.serverless:
-                # the runtime may freeze or destroy the sandbox right after SIGTERM:
-                # close idle connections first (main thread only; chains)
-                install_sigterm_handler()
-            return CorePool(PsycopgDriver(params, plan.config), plan.config)
-
-        return pools.get_pool(self.alias, plan.fingerprint, build)
+        return pools.get_pool(self.alias, plan.fingerprint, _build_pool, plan, conn_params)
 
     # -- connect / close ------------------------------------------------------
 
@@ -302,6 +291,18 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             yield cursor
 
 
+def _build_pool(plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
+    """A new pool for ``plan`` (its parameters from Django's ``conn_params``)."""
+    params = conf.connect_params(conn_params)
+    # Idle connections sit in autocommit; Django sets its own mode at checkout.
+    params["autocommit"] = True
+    if plan.config.serverless:
+        # the runtime may freeze or destroy the sandbox right after SIGTERM:
+        # close idle connections first (main thread only; chains)
+        install_sigterm_handler()
+    return CorePool(PsycopgDriver(params, plan.config), plan.config)
+
+
 def _snapshot(value: Any) -> Any:
     """A copy of ``value``'s containers (dicts, lists, tuples), leaves shared: equal
     to ``value`` until something inside it is changed in place."""
@@ -343,7 +344,7 @@ def _give_back(pool: CorePool, rec: PooledConnection) -> None:
     """Check ``rec`` in: idle in autocommit, or discarded if broken."""
     raw = rec.raw
     raw.zonal.on_timeout = None
-    if rec.pid != os.getpid():
+    if pools.foreign(rec):
         # Borrowed before a fork: the socket is the parent's. Never roll back or
         # close it from here; the core keeps it referenced and untouched.
         pool.putconn(rec, reset=False)
