@@ -170,6 +170,29 @@ MUTANTS: tuple[Mutant, ...] = (
         core("test_handover.py"),
     ),
     Mutant(
+        "line-up-at-the-front",
+        "a checkout that finds others in line goes to its head",
+        (Edit(STATE, "        self._enqueue(waiter, front=False)\n        self._dispatch(now)\n"
+                     "        return self._flush()",
+              "        self._enqueue(waiter, front=True)\n        self._dispatch(now)\n"
+                     "        return self._flush()"),),
+        core("test_handover.py"),
+    ),
+    Mutant(
+        "line-up-serves-nobody",
+        "a checkout that joins the line does not serve what the line can be given",
+        (Edit(STATE, "        self._enqueue(waiter, front=False)\n        self._dispatch(now)\n",
+              "        self._enqueue(waiter, front=False)\n"),),
+        core("test_handover.py"),
+    ),
+    Mutant(
+        "flow-restarts-the-clock",
+        "a checkout resumed after its wait in line gets its whole timeout again",
+        (Edit(FLOW, "    if start is None:\n        start = clock.now()\n",
+              "    start = clock.now()\n"),),
+        core("test_handover.py"),
+    ),
+    Mutant(
         "newcomer-overtakes",
         "a new checkout takes what frees up before those already in line",
         (Edit(STATE, "            if self.waiters and not front:",

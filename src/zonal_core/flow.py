@@ -180,18 +180,20 @@ def _caused_by_credentials(exc: BaseException) -> bool:
 def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float,
                   closing: list[PooledConnection], *, backoff: Backoff,
                   secrets: Callable[[], list[str]] = list, concurrent: bool = True,
-                  ) -> Generator[Action, Any, PooledConnection]:
+                  start: float | None = None) -> Generator[Action, Any, PooledConnection]:
     """Check a connection out of ``state`` within ``timeout`` seconds.
 
     ``timeout`` bounds the whole checkout, connect attempts and failover included:
     no attempt runs past what is left of it. A checkout that tried every endpoint
     and saw each fail tries them again, after a backoff, while time is left; it
     raises :class:`NoHealthyZone` only then. ``concurrent=False`` (a fake clock)
-    never hedges: every connect runs to its end before the next starts.
+    never hedges: every connect runs to its end before the next starts. ``start``:
+    the checkout began then, ``waiter`` already in line (see ``PoolState.line_up``).
     """
     cfg = state.config
     lock = state.lock
-    start = clock.now()
+    if start is None:
+        start = clock.now()
     waiter.since = start
     deadline = start + timeout
     front = False
@@ -363,13 +365,9 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                         with lock:
                             closing.extend(state.leave(waiter, clock.now()))
                         raise
-                    handed = waiter.grant
-                    if handed is not None and handed.counted:
-                        # A checkin handed this checkout a connection and counted it,
-                        # under the lock, after taking it out of line: nobody else
-                        # touches it now, so no lock is needed to take it.
-                        waiter.grant = None
-                        return handed.record  # type: ignore[return-value]
+                    handed = take_handed(waiter)
+                    if handed is not None:
+                        return handed
                     continue
                 front = True  # from here on, a retry keeps its place at the head of the line
 
@@ -447,6 +445,17 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                 for cancel in stoppable:
                     cancel()
         raise
+
+
+def take_handed(waiter: Waiter) -> PooledConnection | None:
+    """The connection a checkin handed ``waiter`` and counted, if any. Handed under
+    the lock, after taking it out of line: nobody else touches it now, so no lock is
+    needed to take it."""
+    handed = waiter.grant
+    if handed is None or not handed.counted:
+        return None
+    waiter.grant = None
+    return handed.record
 
 
 def _attempt(state: PoolState, slot: Slot, now: float, deadline: float,

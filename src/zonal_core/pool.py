@@ -31,6 +31,7 @@ from zonal_core.flow import (
     Wait,
     check_timeout,
     checkout_flow,
+    take_handed,
 )
 from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
@@ -100,12 +101,34 @@ class CorePool(PoolBase):
         rec = self._fast_checkout()
         if rec is not None:
             return rec
+        return self._checkout(timeout)
+
+    def _checkout(self, timeout: float | None = None) -> PooledConnection:
+        """:meth:`getconn` after its fast step found nothing (an adapter that made
+        that step itself calls this)."""
         t = check_timeout(timeout, self.config.timeout)
-        closing: list[PooledConnection] = []
-        gen = checkout_flow(self._state, self.clock, self._new_waiter(), t, closing,
-                            backoff=self.backoff, secrets=self._secrets,
-                            concurrent=self._concurrent)
+        waiter = self._new_waiter()
+        lined = self._line_up(waiter)
+        closing: list[PooledConnection] = [] if lined is None else lined
+        start = None
         try:
+            if lined is not None:
+                # Behind others in line (a saturated pool): most such checkouts are
+                # handed a connection when their turn comes and need nothing else.
+                start = waiter.since
+                self._close_all(closing)
+                if waiter.queued:
+                    try:
+                        self._wait(waiter, max(0.0, start + t - self._now()))
+                    except BaseException:
+                        closing.extend(self._leave_plan(waiter))
+                        raise
+                handed = take_handed(waiter)
+                if handed is not None:
+                    return self._stamp(handed)
+            gen = checkout_flow(self._state, self.clock, waiter, t, closing,
+                                backoff=self.backoff, secrets=self._secrets,
+                                concurrent=self._concurrent, start=start)
             return self._stamp(self._run(gen, closing))
         finally:
             self._close_all(closing)

@@ -26,6 +26,7 @@ from zonal_core.flow import (
     Wait,
     check_timeout,
     checkout_flow,
+    take_handed,
 )
 from zonal_core.pool_base import PoolBase
 from zonal_core.state import PooledConnection, Waiter
@@ -85,12 +86,27 @@ class AsyncCorePool(PoolBase):
         if rec is not None:
             return rec
         t = check_timeout(timeout, self.config.timeout)
-        closing: list[PooledConnection] = []
         waiter = TaskWaiter()
-        gen = checkout_flow(self._state, self.clock, waiter, t, closing,
-                            backoff=self.backoff, secrets=self._secrets,
-                            concurrent=self._concurrent)
+        lined = self._line_up(waiter)
+        closing: list[PooledConnection] = [] if lined is None else lined
+        start = None
         try:
+            if lined is not None:
+                # Behind others in line: most are handed a connection in their turn.
+                start = waiter.since
+                await self._close_all(closing)
+                if waiter.queued:
+                    try:
+                        await waiter.wait(self.clock, max(0.0, start + t - self._now()))
+                    except BaseException:
+                        closing.extend(self._leave_plan(waiter))
+                        raise
+                handed = take_handed(waiter)
+                if handed is not None:
+                    return self._stamp(handed)
+            gen = checkout_flow(self._state, self.clock, waiter, t, closing,
+                                backoff=self.backoff, secrets=self._secrets,
+                                concurrent=self._concurrent, start=start)
             return self._stamp(await self._run(gen, closing))
         finally:
             await self._close_all(closing)

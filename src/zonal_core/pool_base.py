@@ -16,7 +16,7 @@ from zonal_core.config import ZonalConfig, build_config
 from zonal_core.errors import QueryTimeout
 from zonal_core.health import HealthPolicy
 from zonal_core.pgerrors import is_disconnect
-from zonal_core.state import PooledConnection, PoolState
+from zonal_core.state import PooledConnection, PoolState, Waiter
 from zonal_core.stats import PoolStats
 from zonal_core.topology import Endpoint
 
@@ -124,6 +124,23 @@ class PoolBase:
         if rec is not None and state.config.leak_threshold is not None:
             self._stamp(rec)
         return rec
+
+    def _line_up(self, waiter: Waiter) -> list[PooledConnection] | None:
+        """A checkout that found no idle connection, when others wait: behind them
+        in one locked step (see ``PoolState.line_up``); what to close. None: take the
+        checkout flow."""
+        state = self._state
+        if not state.waiters:
+            return None  # (read unlocked, a hint)
+        with state.lock:
+            waiter.since = now = self._now()
+            return state.line_up(now, waiter)
+
+    def _leave_plan(self, waiter: Waiter) -> list[PooledConnection]:
+        """Under the lock: ``waiter`` leaves the line (cancelled, interrupted); what
+        was handed to it meanwhile goes back. What to close outside the lock."""
+        with self._state.lock:
+            return self._state.leave(waiter, self._now())
 
     def _fast_checkin(self, rec: PooledConnection) -> bool:
         """The common checkin in one locked step (see ``PoolState.fast_checkin``);

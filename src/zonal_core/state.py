@@ -349,6 +349,24 @@ class PoolState:
             raise NoHealthyZone(self.describe(now, prefix="no zone can serve"))
         return None, self._flush()
 
+    def line_up(self, now: float, waiter: Waiter) -> list[PooledConnection] | None:
+        """A new checkout when others are in line (a saturated pool): what
+        :meth:`acquire` does then, in one step: it joins the end of the line and the
+        line is served as far as it can be. What to close; None (nobody in line, or
+        the pool closed): take :meth:`acquire`.
+
+        The waiter may come out served (a connection handed over, counted; a slot to
+        connect; a connection to ping; no route): the checkout flow takes any of them
+        but the first from ``waiter`` as it does after a wait."""
+        if self.closed or not self.waiters:
+            return None
+        self._tick(now)
+        if not self.waiters:  # (nothing the tick does serves the line: defensive)
+            return None
+        self._enqueue(waiter, front=False)
+        self._dispatch(now)
+        return self._flush()
+
     def fast_checkout(self, now: float) -> PooledConnection | None:
         """The common case in one step: an idle connection of the preferred zone
         that needs no ping, nobody waiting, nothing to reap. None: take the flow."""

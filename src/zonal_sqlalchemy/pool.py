@@ -266,7 +266,7 @@ class ZonalPool(Pool):
 
     def _get_slow(self) -> PooledConnection:
         try:
-            return self._core.getconn()
+            return self._core._checkout()  # (after _do_get's fast step)
         except core_errors.PoolTimeout as exc:
             raise PoolTimeout(str(exc)) from exc.__cause__
         except core_errors.NoHealthyZone as exc:

@@ -1,6 +1,8 @@
 """A connection checked in while checkouts wait in line goes straight to the first
 of them, its checkout counted in the same locked step: the fast checkin does what
-``release`` does, and the woken checkout takes it without the lock."""
+``release`` does, and the woken checkout takes it without the lock. A checkout that
+finds others in line joins the end of it in one step (``line_up``, what ``acquire``
+does then) and, handed its connection in turn, returns without the checkout flow."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import pytest
 from zonal_core.backoff import Backoff
 from zonal_core.clock import FakeClock, Jitter, SystemClock
 from zonal_core.config import build_config
-from zonal_core.errors import PoolClosed
-from zonal_core.flow import Wait, checkout_flow
+from zonal_core.errors import PoolClosed, PoolTimeout
+from zonal_core.flow import Connect, Wait, checkout_flow
 from zonal_core.pool import ZonedPool
 from zonal_core.state import PooledConnection, PoolState, Waiter
 from zonal_core.testing import FakeDriver
@@ -172,3 +174,130 @@ def test_a_checkout_in_line_when_the_pool_closes_gives_back_what_was_handed_over
         flow.send(False)
     assert closing == [rec]  # given back, and closed by the runner (never lent twice)
     assert state.lent_total == 0 and waiter.grant is None and not waiter.queued
+
+
+def _snapshot_line(state: PoolState) -> list[int]:
+    return [id(w) for w in state.waiters]
+
+
+def test_line_up_is_what_acquire_does_behind_a_line() -> None:
+    lined, lined_rec, lined_line = _saturated({"a": ZONES["a"]})
+    acq, acq_rec, acq_line = _saturated({"a": ZONES["a"]})
+    newcomers = (_Waiter(2.0), _Waiter(2.0))
+    assert lined.line_up(2.0, newcomers[0]) == []
+    assert acq.acquire(2.0, newcomers[1]) == (None, [])
+    for st, line, new in ((lined, lined_line, newcomers[0]), (acq, acq_line, newcomers[1])):
+        assert _snapshot_line(st) == [id(line[0]), id(line[1]), id(new)]  # at the end
+        assert new.queued and new.grant is None and new.woken == 0
+    assert lined.snapshot(2.0, "fake").as_dict() == acq.snapshot(2.0, "fake").as_dict()
+    # the connection checked in goes to the first in line, then the second: never
+    # to the newcomer before them
+    for st, rec, line, new in ((lined, lined_rec, lined_line, newcomers[0]),
+                               (acq, acq_rec, acq_line, newcomers[1])):
+        for i, first in enumerate(line):
+            assert st.fast_checkin(rec, 3.0 + i) is True
+            assert first.grant is not None and first.grant.record is rec
+            assert new.grant is None and new.queued
+            first.grant = None
+        assert st.fast_checkin(rec, 5.0) is True
+        assert new.grant is not None and new.grant.counted and not new.queued
+        assert st.snapshot(5.0, "fake").zones["a"].wait_time.sum == pytest.approx(
+            (3.0 - 1.0) + (4.0 - 1.5) + (5.0 - 2.0))
+
+
+def test_line_up_leaves_the_checkout_to_acquire_with_nobody_in_line_or_closed() -> None:
+    state, _rec = _one_lent({"a": ZONES["a"]}, pool_size=1)
+    newcomer = _Waiter(1.0)
+    assert state.line_up(1.0, newcomer) is None  # nobody in line: acquire() decides
+    assert not newcomer.queued and not state.waiters
+    closed, _, _ = _saturated({"a": ZONES["a"]})
+    closed.close(2.0)
+    assert closed.line_up(2.0, newcomer) is None and not newcomer.queued
+
+
+def test_a_newcomer_served_a_slot_in_line_up_connects_through_the_flow() -> None:
+    # One connection of two lent; the checkout in line already failed on the only
+    # endpoint (it avoids it), so the slot goes to the newcomer behind it, which the
+    # flow then takes on from where line_up left it.
+    state, _rec = _one_lent({"a": ZONES["a"]}, pool_size=2, spillover=False,
+                            connect_timeout=10)
+    stuck = _Waiter(1.0)
+    stuck.avoid.add(state.zones["a"].endpoints[0].endpoint.key)
+    state._enqueue(stuck, front=False)
+    newcomer = _Waiter(2.0)
+    assert state.line_up(2.0, newcomer) == []
+    assert newcomer.grant is not None and newcomer.grant.slot is not None
+    assert not newcomer.queued and newcomer.woken == 1
+    closing: list[PooledConnection] = []
+    flow = checkout_flow(state, FakeClock(2.5), newcomer, 5.0, closing, backoff=Backoff(),
+                         concurrent=False, start=2.0)
+    action = next(flow)
+    assert isinstance(action, Connect) and action.endpoint.zone == "a"
+    assert action.timeout == pytest.approx(4.5)  # what is left of 5 s from t=2, not t=2.5
+    with pytest.raises(StopIteration) as done:
+        flow.send(object())
+    rec = done.value.value
+    assert rec.lent_at == 2.5 and newcomer.since == 2.0
+    z = state.snapshot(2.5, "fake").zones["a"]
+    assert (z.in_use, z.checkouts, z.waiting) == (2, 2, 1)
+    assert z.wait_time.sum == pytest.approx(0.5)  # since the newcomer came: t=2
+
+
+def _wait_for(pool: ZonedPool, waiting: int) -> None:
+    deadline = time.monotonic() + 30
+    while pool.stats().waiting < waiting:
+        assert time.monotonic() < deadline, f"never saw {waiting} in line"
+        time.sleep(0.001)
+
+
+def test_checkouts_in_line_are_served_in_order_through_the_pool() -> None:
+    pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
+                     pool_size=1)
+    held = pool.getconn()
+    got: list[str] = []
+    done = {name: threading.Event() for name in ("first", "second", "third")}
+
+    def checkout(name: str) -> None:
+        rec = pool.getconn(timeout=30)
+        got.append(name)
+        done[name].wait(30)  # (held until the test lets go)
+        pool.putconn(rec)
+
+    threads = []
+    for i, name in enumerate(done):  # the second and third join a line: line_up
+        threads.append(threading.Thread(target=checkout, args=(name,)))
+        threads[-1].start()
+        _wait_for(pool, i + 1)
+    pool.putconn(held)
+    for name in done:
+        deadline = time.monotonic() + 30
+        while name not in got:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        done[name].set()
+    for t in threads:
+        t.join(30)
+    assert got == ["first", "second", "third"]
+    z = pool.stats().zones["a"]
+    assert (z.checkouts, z.in_use, z.idle, z.waiting, z.open) == (4, 0, 1, 0, 1)
+    assert z.wait_time.count == 4
+    pool.close()
+
+
+def test_a_checkout_behind_a_line_times_out_and_leaves_it() -> None:
+    pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
+                     pool_size=1)
+    held = pool.getconn()
+    got: list[PooledConnection] = []
+    first = threading.Thread(target=lambda: got.append(pool.getconn(timeout=30)))
+    first.start()
+    _wait_for(pool, 1)
+    with pytest.raises(PoolTimeout, match="1 waiting"):
+        pool.getconn(timeout=0.05)  # behind the first: line_up, then its wait ends
+    assert pool.stats().waiting == 1  # it left; the first is still in line
+    pool.putconn(held)
+    first.join(30)
+    assert got == [held]
+    z = pool.stats().zones["a"]
+    assert (z.checkouts, z.timeouts, z.waiting) == (2, 1, 0)
+    pool.close()

@@ -103,6 +103,30 @@ def test_waiter_cancelled_after_it_was_handed_a_connection_gives_it_back() -> No
     asyncio.run(main())
 
 
+def test_a_cancelled_checkout_behind_a_line_leaves_it_and_the_line_keeps_its_order(
+        ) -> None:
+    async def main() -> None:
+        pool, _ = make(pool_size=1)
+        held = await pool.getconn()
+        first = asyncio.create_task(pool.getconn(timeout=30))
+        await wait_for_waiters(pool, 1)
+        behind = asyncio.create_task(pool.getconn(timeout=30))  # joins the line
+        last = asyncio.create_task(pool.getconn(timeout=30))
+        await wait_for_waiters(pool, 3)
+        behind.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await behind
+        assert pool.stats().waiting == 2
+        await pool.putconn(held)
+        assert await first is held and not last.done()
+        await pool.putconn(held)
+        assert await last is held
+        s = pool.stats().zones["a"]
+        assert (s.checkouts, s.in_use, s.waiting) == (3, 1, 0)
+
+    asyncio.run(main())
+
+
 def test_a_thousand_cancelled_acquisitions_against_a_pool_of_four() -> None:
     async def main() -> None:
         pool, drv = make(pool_size=4)
