@@ -186,6 +186,14 @@ MUTANTS: tuple[Mutant, ...] = (
         core("test_handover.py"),
     ),
     Mutant(
+        "interrupted-in-line-stays",
+        "a checkout interrupted while waiting behind a line stays in it",
+        (Edit("src/zonal_core/pool.py",
+              "                    closing.extend(self._leave_plan(waiter))\n",
+              "                    pass\n"),),
+        core("test_handover.py"),
+    ),
+    Mutant(
         "flow-restarts-the-clock",
         "a checkout resumed after its wait in line gets its whole timeout again",
         (Edit(FLOW, "    if start is None:\n        start = clock.now()\n",

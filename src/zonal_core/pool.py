@@ -108,7 +108,7 @@ class CorePool(PoolBase):
         that step itself calls this)."""
         t = check_timeout(timeout, self.config.timeout)
         waiter = self._new_waiter()
-        lined = self._line_up(waiter)
+        lined = self._line_up(waiter) if t > 0 else None  # (0: the flow fails it at once)
         closing: list[PooledConnection] = [] if lined is None else lined
         start = None
         try:
@@ -116,13 +116,15 @@ class CorePool(PoolBase):
                 # Behind others in line (a saturated pool): most such checkouts are
                 # handed a connection when their turn comes and need nothing else.
                 start = waiter.since
-                self._close_all(closing)
-                if waiter.queued:
-                    try:
+                try:
+                    self._close_all(closing)
+                    if waiter.queued:
                         self._wait(waiter, max(0.0, start + t - self._now()))
-                    except BaseException:
-                        closing.extend(self._leave_plan(waiter))
-                        raise
+                except BaseException:
+                    # Interrupted in line (or while closing): leave it, giving back
+                    # whatever was handed over meanwhile.
+                    closing.extend(self._leave_plan(waiter))
+                    raise
                 handed = take_handed(waiter)
                 if handed is not None:
                     return self._stamp(handed)

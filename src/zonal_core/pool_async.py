@@ -87,20 +87,20 @@ class AsyncCorePool(PoolBase):
             return rec
         t = check_timeout(timeout, self.config.timeout)
         waiter = TaskWaiter()
-        lined = self._line_up(waiter)
+        lined = self._line_up(waiter) if t > 0 else None  # (0: the flow fails it at once)
         closing: list[PooledConnection] = [] if lined is None else lined
         start = None
         try:
             if lined is not None:
                 # Behind others in line: most are handed a connection in their turn.
                 start = waiter.since
-                await self._close_all(closing)
-                if waiter.queued:
-                    try:
+                try:
+                    await self._close_all(closing)
+                    if waiter.queued:
                         await waiter.wait(self.clock, max(0.0, start + t - self._now()))
-                    except BaseException:
-                        closing.extend(self._leave_plan(waiter))
-                        raise
+                except BaseException:  # cancelled in line (or while closing): leave it
+                    closing.extend(self._leave_plan(waiter))
+                    raise
                 handed = take_handed(waiter)
                 if handed is not None:
                     return self._stamp(handed)

@@ -269,12 +269,12 @@ def test_checkouts_in_line_are_served_in_order_through_the_pool() -> None:
         threads[-1].start()
         _wait_for(pool, i + 1)
     pool.putconn(held)
-    for name in done:
+    for name, release in done.items():
         deadline = time.monotonic() + 30
         while name not in got:
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        done[name].set()
+        release.set()
     for t in threads:
         t.join(30)
     assert got == ["first", "second", "third"]
@@ -300,4 +300,56 @@ def test_a_checkout_behind_a_line_times_out_and_leaves_it() -> None:
     assert got == [held]
     z = pool.stats().zones["a"]
     assert (z.checkouts, z.timeouts, z.waiting) == (2, 1, 0)
+    pool.close()
+
+
+class _Interrupted(BaseException):
+    """Stands for KeyboardInterrupt (or a greenlet killed) in the middle of a wait."""
+
+
+class _InterruptiblePool(ZonedPool):
+    interrupt = False
+
+    def _wait(self, waiter: Waiter, timeout: float) -> bool:
+        if self.interrupt:
+            raise _Interrupted
+        return super()._wait(waiter, timeout)
+
+
+def test_a_checkout_interrupted_behind_a_line_leaves_it() -> None:
+    pool = _InterruptiblePool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
+                              pool_size=1)
+    held = pool.getconn()
+    got: list[PooledConnection] = []
+    first = threading.Thread(target=lambda: got.append(pool.getconn(timeout=30)))
+    first.start()
+    _wait_for(pool, 1)
+    pool.interrupt = True  # (the first is already waiting: only the next is hit)
+    with pytest.raises(_Interrupted):
+        pool.getconn(timeout=30)  # behind the first: line_up, then interrupted
+    assert pool.stats().waiting == 1  # it left the line: nothing is handed to it
+    pool.putconn(held)
+    first.join(30)
+    assert got == [held]
+    z = pool.stats().zones["a"]
+    assert (z.checkouts, z.in_use, z.waiting, z.open) == (2, 1, 0, 1)
+    pool.putconn(held)
+    assert pool.stats().zones["a"].idle == 1
+    pool.close()
+
+
+def test_a_zero_timeout_behind_a_line_fails_at_once() -> None:
+    pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
+                     pool_size=1)
+    held = pool.getconn()
+    first = threading.Thread(target=lambda: pool.putconn(pool.getconn(timeout=30)))
+    first.start()
+    _wait_for(pool, 1)
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0)
+    assert pool.stats().waiting == 1
+    pool.putconn(held)
+    first.join(30)
+    z = pool.stats().zones["a"]
+    assert (z.checkouts, z.timeouts, z.waiting, z.idle) == (2, 1, 0, 1)
     pool.close()
