@@ -103,25 +103,61 @@ def _committed_work_from_threads(options: dict[str, Any], alias: str, threads: i
     return len(errors), errors[:3]
 
 
+def _crossed_sessions(options: dict[str, Any], alias: str) -> list[str]:
+    """Two Django connections of one pool, in one thread, in the order that makes
+    PgBouncer (which lends the server session released last) give the first one the
+    second's session: A's transaction on one server, B's on another; A commits, B
+    commits (its session is lent next) and closes, A closes (zonal lends it next); A's
+    next transaction meets B's session. The errors met on the way."""
+    a, b = wrapper(alias, OPTIONS=options), wrapper(alias, OPTIONS=options)
+    try:
+        for w, sql, params in ((a, "SELECT %s::int + 7", [1]), (b, "SELECT 'crossed'", None)):
+            w.ensure_connection()
+            w.set_autocommit(False)
+            with w.cursor() as c:
+                c.execute(sql, params)
+                c.fetchone()
+        a.commit()
+        b.commit()
+        b.close()
+        a.close()
+        a.ensure_connection()
+        a.set_autocommit(False)
+        with a.cursor() as c:
+            c.execute("SELECT %s::int + 7", [2])
+            assert c.fetchone() == (9,)
+        a.commit()
+    except Exception as exc:
+        return [f"{type(exc).__name__}: {exc}"[:200]]
+    finally:
+        a.close()
+        b.close()
+    return []
+
+
 @pytest.mark.usefixtures("db_access")
 def test_threads_committing_through_pgbouncer_need_zonals_setting() -> None:
-    """4 threads of committed work through PgBouncer in transaction mode: 0 errors with
-    zonal's pgbouncer="transaction"; with psycopg preparing statements (the negative
-    control: zonal told nothing of PgBouncer, prepare_threshold=0) the prepared
-    statements of one client meet another's server session and fail."""
+    """Committed work through PgBouncer in transaction mode: 0 errors with zonal's
+    pgbouncer="transaction"; with psycopg preparing statements (the negative control:
+    zonal told nothing of PgBouncer, prepare_threshold=0) the prepared statements of one
+    client meet another's server session and fail. 4 threads x 100 commits meet that
+    as their timing allows; two connections in the order that crosses their sessions
+    meet it every time."""
     # server-side binding: psycopg's own parameters, so psycopg prepares statements
     # (Django's default client-side binding never prepares anything)
-    ok, _ = _committed_work_from_threads({"zonal": zonal_opts(), "server_side_binding": True},
-                                         "zt_pgb_safe")
-    bad, sample = _committed_work_from_threads(
-        # (serverless off too: its startup options are for a server, PgBouncer refuses them)
-        {"zonal": zonal_opts(pgbouncer=False, serverless=False), "prepare_threshold": 0,
-         "server_side_binding": True},
-        "zt_pgb_prepared")
+    safe = {"zonal": zonal_opts(), "server_side_binding": True}
+    # (serverless off too: its startup options are for a server, PgBouncer refuses them)
+    prepared = {"zonal": zonal_opts(pgbouncer=False, serverless=False),
+                "prepare_threshold": 0, "server_side_binding": True}
+    ok, _ = _committed_work_from_threads(safe, "zt_pgb_safe")
+    ok_crossed = _crossed_sessions(safe, "zt_pgb_safe_crossed")
+    bad, sample = _committed_work_from_threads(prepared, "zt_pgb_prepared")
+    bad_crossed = _crossed_sessions(prepared, "zt_pgb_prepared_crossed")
     print(f"through PgBouncer, 4 threads x 100 commits: {ok} errors with zonal's setting, "
-          f"{bad} with prepares on ({sample})")
-    assert ok == 0
-    assert bad > 0 and any("prepared statement" in e or "bind" in e for e in sample), sample
+          f"{bad} with prepares on ({sample}); crossed sessions: {ok_crossed} with zonal's "
+          f"setting, {bad_crossed} with prepares on")
+    assert ok == 0 and ok_crossed == []
+    assert any("prepared statement" in e or "bind" in e for e in bad_crossed), bad_crossed
 
 
 @pytest.mark.django_db
