@@ -117,7 +117,8 @@ class CorePool(PoolBase):
                 # handed a connection when their turn comes and need nothing else.
                 start = waiter.since
                 try:
-                    self._close_all(closing)
+                    if closing:  # (what the line-up reaped; none, mostly)
+                        self._close_all(closing)
                     if waiter.queued:
                         self._wait(waiter, max(0.0, start + t - self._now()))
                 except BaseException:

@@ -95,7 +95,8 @@ class AsyncCorePool(PoolBase):
                 # Behind others in line: most are handed a connection in their turn.
                 start = waiter.since
                 try:
-                    await self._close_all(closing)
+                    if closing:  # (what the line-up reaped; none, mostly)
+                        await self._close_all(closing)
                     if waiter.queued:
                         await waiter.wait(self.clock, max(0.0, start + t - self._now()))
                 except BaseException:  # cancelled in line (or while closing): leave it

@@ -24,7 +24,7 @@ from zonal_core.routing import RouteEntry, RouteMode, panic_key, rank_zones
 from zonal_core.stats import PoolStats, ZoneCounters, ZoneStats
 from zonal_core.topology import Endpoint, Zone
 
-__all__ = ["Grant", "PoolState", "PooledConnection", "Slot", "Waiter"]
+__all__ = ["Grant", "PoolState", "PooledConnection", "Slot", "Waiter", "process_id"]
 
 _INF = float("inf")
 
@@ -33,6 +33,16 @@ _INF = float("inf")
 # Terminate message on a socket the parent still uses.
 _FORK_ORPHANS: list[Any] = []
 _ALL_STATES: weakref.WeakSet[PoolState] = weakref.WeakSet()
+# This process's id, kept by the fork hook at the end of this module: checkouts and
+# checkins compare it with their connection's, and os.getpid() is a system call.
+_pid = os.getpid()
+
+
+def process_id() -> int:
+    """This process's id (kept by a fork hook, without a system call): a
+    connection whose ``pid`` differs was opened before a fork, its socket is the
+    parent's."""
+    return _pid
 
 
 class PooledConnection:
@@ -52,7 +62,7 @@ class PooledConnection:
         self.last_used = now
         self.lent_at: float | None = None
         self.generation = generation
-        self.pid = os.getpid()  # the process that owns the socket
+        self.pid = _pid  # the process that owns the socket
         #: where it was checked out, kept only when ``leak_threshold`` is set
         self.stack: list[str] | None = None
         self.leak_reported = False
@@ -179,7 +189,7 @@ class PoolState:
         self._next_leak_check = _INF
         self.leaks: list[tuple[PooledConnection, float]] = []
         self._static_rank = _static_rank(config)
-        self.pid = os.getpid()
+        self.pid = _pid
         _ALL_STATES.add(self)
 
     # ------------------------------------------------------------------ helpers
@@ -360,9 +370,7 @@ class PoolState:
         but the first from ``waiter`` as it does after a wait."""
         if self.closed or not self.waiters:
             return None
-        self._tick(now)
-        if not self.waiters:  # (nothing the tick does serves the line: defensive)
-            return None
+        self._tick(now)  # (reaping, a suspend, leaks: none of it touches the line)
         self._enqueue(waiter, front=False)
         self._dispatch(now)
         return self._flush()
@@ -945,7 +953,7 @@ class PoolState:
         self._watched.clear()
         self.leaks.clear()
         self.generation += 1
-        self.pid = os.getpid()
+        self.pid = _pid
 
     # ------------------------------------------------------------------ reporting
 
@@ -1013,6 +1021,8 @@ def _rebind(h: EndpointHealth | None, ep: Endpoint) -> EndpointHealth:
 
 
 def _after_fork_in_child() -> None:
+    global _pid  # noqa: PLW0603 - the one writer, in the fork hook
+    _pid = os.getpid()
     for state in list(_ALL_STATES):
         state.after_fork()
 

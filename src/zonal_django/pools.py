@@ -15,14 +15,13 @@ native pool with ``assume_role``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from zonal_core.pool import CorePool
-from zonal_core.state import PooledConnection
+from zonal_core.state import PooledConnection, process_id
 
 __all__ = ["all_pools", "close_alias", "foreign", "get_pool", "lost", "pools_of"]
 
@@ -36,24 +35,10 @@ _current: dict[tuple[int, str], str] = {}
 # weakref finalizer (which may run in any thread, even under a pool's lock, so it
 # only appends) and given back to their pool on the next pool lookup.
 _lost: deque[tuple[CorePool, PooledConnection]] = deque()
-# This process's id, kept by a fork hook (as the core's pools keep theirs): every
-# connect and close asks, and os.getpid() is a system call.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid  # noqa: PLW0603 - the one writer, in the fork hook
-    _pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
-
-
 def foreign(rec: PooledConnection) -> bool:
     """True if ``rec`` was borrowed in another process (before a fork): its socket
     is that process's."""
-    return rec.pid != _pid
+    return rec.pid != process_id()
 
 
 def lost(pool: CorePool, rec: PooledConnection) -> None:
@@ -82,7 +67,7 @@ def get_pool(alias: str, fingerprint: str, factory: Callable[..., CorePool], *ar
     ``factory(*args)`` if needed."""
     if _lost:
         _reclaim()
-    pid = _pid
+    pid = process_id()
     key = (pid, alias, fingerprint)
     pool = _pools.get(key)
     if pool is not None and not pool.closed:
@@ -110,14 +95,14 @@ def get_pool(alias: str, fingerprint: str, factory: Callable[..., CorePool], *ar
 
 def pools_of(alias: str) -> list[CorePool]:
     """This process's open pools of ``alias``."""
-    pid = _pid
+    pid = process_id()
     return [p for (kpid, a, _), p in list(_pools.items()) if kpid == pid and a == alias
             and not p.closed]
 
 
 def all_pools() -> dict[str, CorePool]:
     """This process's current pool of each alias."""
-    pid = _pid
+    pid = process_id()
     out: dict[str, CorePool] = {}
     for (kpid, alias), fp in list(_current.items()):
         pool = _pools.get((kpid, alias, fp))
@@ -128,7 +113,7 @@ def all_pools() -> dict[str, CorePool]:
 
 def close_alias(alias: str) -> int:
     """Close every pool of ``alias`` in this process; returns how many."""
-    pid = _pid
+    pid = process_id()
     with _lock:
         doomed = [_pools.pop(k) for k in [k for k in _pools if k[0] == pid and k[1] == alias]]
         _current.pop((pid, alias), None)

@@ -99,17 +99,9 @@ def test_no_hand_over_when_the_zone_has_room() -> None:
 
 
 def test_a_woken_checkout_returns_what_was_handed_over_counted_once() -> None:
-    pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
-                     pool_size=1)
-    held = pool.getconn()
-    got: list[PooledConnection] = []
-    t = threading.Thread(target=lambda: got.append(pool.getconn(timeout=30)))
-    t.start()
-    deadline = time.monotonic() + 30
-    while pool.stats().waiting < 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    pool, held, got, first = _one_in_line()
     pool.putconn(held)
-    t.join(30)
+    first.join(30)
     assert got == [held]
     z = pool.stats().zones["a"]
     assert (z.checkouts, z.in_use, z.idle, z.waiting) == (2, 1, 0, 0)
@@ -176,7 +168,7 @@ def test_a_checkout_in_line_when_the_pool_closes_gives_back_what_was_handed_over
     assert state.lent_total == 0 and waiter.grant is None and not waiter.queued
 
 
-def _snapshot_line(state: PoolState) -> list[int]:
+def _line_ids(state: PoolState) -> list[int]:
     return [id(w) for w in state.waiters]
 
 
@@ -187,7 +179,7 @@ def test_line_up_is_what_acquire_does_behind_a_line() -> None:
     assert lined.line_up(2.0, newcomers[0]) == []
     assert acq.acquire(2.0, newcomers[1]) == (None, [])
     for st, line, new in ((lined, lined_line, newcomers[0]), (acq, acq_line, newcomers[1])):
-        assert _snapshot_line(st) == [id(line[0]), id(line[1]), id(new)]  # at the end
+        assert _line_ids(st) == [id(line[0]), id(line[1]), id(new)]  # at the end
         assert new.queued and new.grant is None and new.woken == 0
     assert lined.snapshot(2.0, "fake").as_dict() == acq.snapshot(2.0, "fake").as_dict()
     # the connection checked in goes to the first in line, then the second: never
@@ -250,6 +242,21 @@ def _wait_for(pool: ZonedPool, waiting: int) -> None:
         time.sleep(0.001)
 
 
+def _one_in_line(pool_class: type[ZonedPool] = ZonedPool
+                 ) -> tuple[ZonedPool, PooledConnection, list[PooledConnection],
+                            threading.Thread]:
+    """A pool of one connection, borrowed (``held``), and a thread's checkout in line
+    for it; what that checkout gets lands in the list."""
+    pool = pool_class(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
+                      pool_size=1)
+    held = pool.getconn()
+    got: list[PooledConnection] = []
+    first = threading.Thread(target=lambda: got.append(pool.getconn(timeout=30)))
+    first.start()
+    _wait_for(pool, 1)
+    return pool, held, got, first
+
+
 def test_checkouts_in_line_are_served_in_order_through_the_pool() -> None:
     pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
                      pool_size=1)
@@ -285,13 +292,7 @@ def test_checkouts_in_line_are_served_in_order_through_the_pool() -> None:
 
 
 def test_a_checkout_behind_a_line_times_out_and_leaves_it() -> None:
-    pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
-                     pool_size=1)
-    held = pool.getconn()
-    got: list[PooledConnection] = []
-    first = threading.Thread(target=lambda: got.append(pool.getconn(timeout=30)))
-    first.start()
-    _wait_for(pool, 1)
+    pool, held, got, first = _one_in_line()
     with pytest.raises(PoolTimeout, match="1 waiting"):
         pool.getconn(timeout=0.05)  # behind the first: line_up, then its wait ends
     assert pool.stats().waiting == 1  # it left; the first is still in line
@@ -317,13 +318,8 @@ class _InterruptiblePool(ZonedPool):
 
 
 def test_a_checkout_interrupted_behind_a_line_leaves_it() -> None:
-    pool = _InterruptiblePool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
-                              pool_size=1)
-    held = pool.getconn()
-    got: list[PooledConnection] = []
-    first = threading.Thread(target=lambda: got.append(pool.getconn(timeout=30)))
-    first.start()
-    _wait_for(pool, 1)
+    pool, held, got, first = _one_in_line(_InterruptiblePool)
+    assert isinstance(pool, _InterruptiblePool)
     pool.interrupt = True  # (the first is already waiting: only the next is hit)
     with pytest.raises(_Interrupted):
         pool.getconn(timeout=30)  # behind the first: line_up, then interrupted
@@ -340,17 +336,14 @@ def test_a_checkout_interrupted_behind_a_line_leaves_it() -> None:
 
 
 def test_a_zero_timeout_behind_a_line_fails_at_once() -> None:
-    pool = ZonedPool(FakeDriver(), zones={"a": ZONES["a"]}, clock=SystemClock(),
-                     pool_size=1)
-    held = pool.getconn()
-    first = threading.Thread(target=lambda: pool.putconn(pool.getconn(timeout=30)))
-    first.start()
-    _wait_for(pool, 1)
+    pool, held, got, first = _one_in_line()
     with pytest.raises(PoolTimeout):
         pool.getconn(timeout=0)
     assert pool.stats().waiting == 1
     pool.putconn(held)
     first.join(30)
+    assert got == [held]
+    pool.putconn(held)
     z = pool.stats().zones["a"]
     assert (z.checkouts, z.timeouts, z.waiting, z.idle) == (2, 1, 0, 1)
     pool.close()
