@@ -6,7 +6,7 @@ time, so nothing on the hot path touches a metrics library.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,24 +64,23 @@ class HistogramSnapshot:
 
 
 class Histogram:
-    """A fixed-bucket histogram; ``observe`` is a bisect and two additions."""
+    """A fixed-bucket histogram; ``observe`` is a bisect and two additions (the count
+    is the buckets' sum, added up when read)."""
 
-    __slots__ = ("_bounds", "_count", "_counts", "_sum")
+    __slots__ = ("_bounds", "_counts", "_sum")
 
     def __init__(self, buckets: tuple[float, ...] = DEFAULT_BUCKETS) -> None:
         self._bounds = buckets
         self._counts = [0] * (len(buckets) + 1)
-        self._count = 0
         self._sum = 0.0
 
     def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._count += 1
+        self._counts[bisect_left(self._bounds, value)] += 1
         self._sum += value
 
     @property
     def count(self) -> int:
-        return self._count
+        return sum(self._counts)
 
     def snapshot(self, zeros: int = 0) -> HistogramSnapshot:
         """The counts now, plus ``zeros`` observations of 0.0 counted elsewhere (the
@@ -89,7 +88,7 @@ class Histogram:
         counts = self._counts
         if zeros:
             counts = [counts[0] + zeros, *counts[1:]]
-        return HistogramSnapshot(self._bounds, tuple(counts), self._count + zeros, self._sum)
+        return HistogramSnapshot(self._bounds, tuple(counts), sum(counts), self._sum)
 
 
 class ZoneCounters:

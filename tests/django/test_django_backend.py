@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connection, connections, transaction
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from zonal_core.errors import NoHealthyZone, PoolTimeout, SessionStateError
@@ -252,6 +253,31 @@ def test_an_option_changed_in_place_between_connects_builds_a_new_pool(djlab: An
         w.ensure_connection()
         assert w.zonal_pool is not first and first.closed
         assert w.zonal_pool.config.pool_size == 3
+    finally:
+        w.close()
+
+
+@pytest.mark.usefixtures("db_access")
+def test_use_tz_changed_by_override_settings_builds_a_new_pool(djlab: Any) -> None:
+    # USE_TZ decides how psycopg loads timestamps (Django's adapters context): a pool
+    # built for one value must not serve the other. Read on every connect, through
+    # override_settings as Django's test runner changes it.
+    w = wrapper("zt_use_tz", NAME=djlab.database)
+    try:
+        w.ensure_connection()
+        first = w.zonal_pool
+        w.close()
+        with override_settings(USE_TZ=False):
+            w.ensure_connection()
+            second = w.zonal_pool
+            assert second is not first and first.closed
+            assert w.zonal_plan(w.get_connection_params()).config is not None
+            w.close()
+        w.ensure_connection()
+        assert w.zonal_pool is not second and second.closed  # USE_TZ back: rebuilt again
+        with w.cursor() as cursor:
+            cursor.execute("SELECT now()")
+            assert cursor.fetchone()[0].tzinfo is not None  # aware again, as USE_TZ says
     finally:
         w.close()
 

@@ -268,9 +268,25 @@ def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
         assert r["user"] >= 0 and r["sys"] >= 0 and r["median"] > 0 and r["wall"] > 0
     assert {"raw psycopg, the same connection every request",
             "raw psycopg, 4 connections in turn"} <= set(res["reuse_us"])
+    # Section 5: each pair's bytecodes per request, split by package; zonal's own
+    # packages count only on its side, the peer's pool package only on the other
+    pairs = {(p["ours"], p["peer"]): p for p in res["steps"]}
+    sa = pairs[("ZonalPool (SQLAlchemy)", "SQLAlchemy QueuePool")]
+    assert sa["requests"] == breakdown.STEP_REQUESTS
+    assert sa["total"][0] > 0 and sa["total"][1] > 0
+    assert sa["total"][0] == pytest.approx(sum(x for x, _ in sa["parts"].values()))
+    assert sa["parts"]["zonal_core"][0] > 0 and sa["parts"]["zonal_core"][1] == 0
+    assert sa["parts"]["sqlalchemy"][0] > 0 and sa["parts"]["sqlalchemy"][1] > 0
+    assert "sqlalchemy: Queue.get" in sa["differ"] or "sqlalchemy: Queue.put" in sa["differ"]
+    if "django_pool" in res["cpu_us"]:
+        dj = pairs[("zonal_django (Django backend)", "Django native pool")]
+        assert dj["parts"]["zonal_django"][0] > 0
+        assert dj["parts"]["psycopg_pool"][0] == 0 < dj["parts"]["psycopg_pool"][1]
     text = breakdown.render(res)
     assert text.startswith("1. CPU µs per request") and "ZonalPool (SQLAlchemy)" in text
     assert "4. The same connection again, or another" in text
+    assert "5. Python bytecodes per request" in text
+    assert "ZonalPool (SQLAlchemy) vs SQLAlchemy QueuePool: " in text
 
 
 def test_fairness_judges_the_rounds_p99_against_the_aa_pair() -> None:

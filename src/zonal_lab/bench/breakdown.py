@@ -22,6 +22,13 @@ own work (nothing waits for a lock, the GIL or another thread):
    rotates (psycopg_pool: FIFO) sends it to one that has been idle longer. On a
    server on the same machine the two cost the client different kernel time.
 
+5. Python bytecodes per request of each pair (zonal_django and Django's pool, ZonalPool
+   and QueuePool, the core and psycopg_pool), counted by a ``sys.settrace`` opcode
+   hook over a few requests: the Python work of a request, by package, and the
+   functions where the pair differs most. A count, not a time: the same on a busy
+   machine as on an idle one (what runs in C, the driver's and the kernel's, is not in
+   it).
+
 Under the GIL the CPU time of a request bounds what every thread together can do, so
 these are the causes behind the req/s ratios of ``zonal bench``. (2) and (3) are
 ``timeit`` minima: the least the machine took, the figure least moved by other work.
@@ -122,6 +129,70 @@ def same_or_another(target: BenchDatabase, requests: int, rounds: int) -> dict[s
     return {name: _summary(v) for name, v in samples.items()}
 
 
+STEP_PAIRS = (("zonal_django", "django_pool"), ("zonal", "queuepool"),
+              ("zonal_core", "psycopg_pool_autocommit"))
+"""Section 5's pairs: zonal's subject, then its peer."""
+STEP_REQUESTS = 50
+
+
+def _part(filename: str) -> str:
+    """The package a code object's file belongs to (section 5's split)."""
+    path = filename.replace("\\", "/")
+    if "/site-packages/" in path:
+        return path.split("/site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    for name in ("zonal_core", "zonal_django", "zonal_sqlalchemy", "zonal_lab"):
+        if f"/{name}/" in path:
+            return name
+    return "python (stdlib)"
+
+
+def python_steps(query: Callable[[], object], requests: int) -> dict[str, Any]:
+    """Bytecodes executed per request of ``query``: total, by package, by function."""
+    counts: dict[Any, int] = {}
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            counts[code] = counts.get(code, 0) + 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(requests):
+            query()
+    finally:
+        sys.settrace(None)
+    by_part: dict[str, float] = {}
+    by_function: dict[str, float] = {}
+    for code, n in counts.items():
+        part = _part(code.co_filename)
+        by_part[part] = by_part.get(part, 0) + n / requests
+        name = f"{part}: {code.co_qualname}"
+        by_function[name] = by_function.get(name, 0) + n / requests
+    return {"total": sum(by_part.values()), "parts": by_part, "functions": by_function}
+
+
+def steps_of_pairs(subjects: dict[str, Subject], requests: int) -> list[dict[str, Any]]:
+    """Section 5: each pair's bytecodes per request and where they differ most."""
+    out = []
+    for ours, peer in STEP_PAIRS:
+        if ours not in subjects or peer not in subjects:
+            continue
+        a = python_steps(subjects[ours].query, requests)
+        b = python_steps(subjects[peer].query, requests)
+        names = set(a["functions"]) | set(b["functions"])
+        differ = sorted(names, key=lambda n: -abs(a["functions"].get(n, 0)
+                                                   - b["functions"].get(n, 0)))[:8]
+        out.append({"ours": label(ours), "peer": label(peer), "requests": requests,
+                    "total": [a["total"], b["total"]],
+                    "parts": {p: [a["parts"].get(p, 0), b["parts"].get(p, 0)]
+                              for p in sorted(set(a["parts"]) | set(b["parts"]))},
+                    "differ": {n: [a["functions"].get(n, 0), b["functions"].get(n, 0)]
+                               for n in differ}})
+    return out
+
+
 def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
     """µs of the Django pair's connection cycle and of zonal_django's checks."""
     out: dict[str, float] = {}
@@ -189,6 +260,7 @@ def measure(requests: int, rounds: int) -> dict[str, Any]:
                     s.query()
             samples = cpu_per_request({k: s.query for k, s in subjects.items()},
                                       requests, rounds)
+            result["steps"] = steps_of_pairs(subjects, STEP_REQUESTS)
         finally:
             for s in subjects.values():
                 s.close()
@@ -224,6 +296,18 @@ def render(result: dict[str, Any]) -> str:
         for name, r in result["reuse_us"].items():
             lines.append(f"   {name:<58} {r['median']:7.1f} = {r['user']:5.1f} + "
                          f"{r['sys']:5.1f}   wall {r['wall']:6.1f}")
+    if result.get("steps"):
+        lines.append("5. Python bytecodes per request (sys.settrace opcode count, "
+                     f"{result['steps'][0]['requests']} requests; zonal's subject, its "
+                     "peer, difference)")
+    for pair in result.get("steps", []):
+        (ours, peer), (a, b) = (pair["ours"], pair["peer"]), pair["total"]
+        lines.append(f"   {ours} vs {peer}: {a:.0f} vs {b:.0f} ({a / b:.3f}x)")
+        for name, (x, y) in pair["parts"].items():
+            lines.append(f"     {name:<56} {x:7.0f} {y:7.0f} {x - y:+7.0f}")
+        lines.append("     most different functions:")
+        for name, (x, y) in pair["differ"].items():
+            lines.append(f"     {name[:56]:<56} {x:7.0f} {y:7.0f} {x - y:+7.0f}")
     return "\n".join(lines)
 
 

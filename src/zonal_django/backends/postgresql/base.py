@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as pg
 from django.db.backends.utils import CursorWrapper
+from django.utils.functional import empty
 
 if not pg.is_psycopg3:  # pragma: no cover - Django picked psycopg2
     raise ImproperlyConfigured(
@@ -56,6 +57,12 @@ from zonal_django.errors import translate
 __all__ = ["DatabaseWrapper"]
 
 _UNSET: Any = object()
+_READ_COMMITTED = pg.IsolationLevel.READ_COMMITTED  # (an enum lookup less per connect)
+_LAZY_SETTINGS: dict[str, Any] = object.__getattribute__(settings, "__dict__")
+"""The ``settings`` object's own dict: its ``_wrapped`` is the configured settings
+(``settings.configure``, ``override_settings`` and the first read all put it there).
+Read on every connect without ``LazyObject.__getattribute__``, a Python call with a
+``super()`` on every attribute since Django 4.1."""
 
 
 
@@ -148,7 +155,9 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         parameters or zonal's environment variables. (Every connect asks: the check
         is a few C-level comparisons, not a serialisation.)"""
         # (Django's psycopg "context" follows USE_TZ and the time zone, from a cache)
-        key = (settings.USE_TZ, self.timezone_name, conn_params or {}, env_values())
+        wrapped = _LAZY_SETTINGS.get("_wrapped", empty)
+        use_tz = (settings if wrapped is empty else wrapped).USE_TZ
+        key = (use_tz, self.timezone_name, conn_params or {}, env_values())
         cached = self._zonal_plan_cache
         if cached is not None and cached[0] == key and cached[2] == self.settings_dict:
             return cached[1]
@@ -187,7 +196,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         set_isolation_level = False
         isolation_level_value = options.get("isolation_level", _UNSET)
         if isolation_level_value is _UNSET:
-            self.isolation_level = pg.IsolationLevel.READ_COMMITTED
+            self.isolation_level = _READ_COMMITTED
         else:
             try:
                 self.isolation_level = pg.IsolationLevel(isolation_level_value)
