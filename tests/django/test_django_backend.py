@@ -258,6 +258,57 @@ def test_an_option_changed_in_place_between_connects_builds_a_new_pool(djlab: An
 
 
 @pytest.mark.usefixtures("db_access")
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_new_threads_wrapper_reuses_the_plan_another_made(
+        djlab: Any, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    # Django keeps a wrapper per thread: a server that starts threads (runserver, a
+    # growing thread pool) must not validate and build the configuration again on
+    # each new thread's first connect. The same settings give the same plan. (In
+    # session mode the wrapper's constructor also asks for the configuration.)
+    first = wrapper(f"zt_shared_plan_{mode}", NAME=djlab.database,
+                    OPTIONS={"zonal": zonal_opts(pgbouncer=mode)})
+    if mode == "session":  # (as an alias of this mode has it: server-side cursors stay)
+        del first.settings_dict["DISABLE_SERVER_SIDE_CURSORS"]
+    try:
+        first.ensure_connection()
+        plan = first.zonal_plan(first.get_connection_params())
+        built: list[str] = []
+        real = conf.problems_for
+
+        def counted(alias: str, sd: Any, *args: Any) -> Any:
+            built.append(alias)
+            return real(alias, sd, *args)
+
+        monkeypatch.setattr(conf, "problems_for", counted)
+        seen: dict[str, Any] = {}
+
+        def new_thread() -> None:  # what Django does for a thread's first query
+            second = DatabaseWrapper(first.settings_dict, first.alias)
+            try:
+                second.ensure_connection()
+                seen["plan"] = second.zonal_plan(second.get_connection_params())
+                seen["pool"] = second.zonal_pool
+            finally:
+                second.close()
+
+        other = threading.Thread(target=new_thread)
+        other.start()
+        other.join()
+        assert seen["plan"] is plan and seen["pool"] is first.zonal_pool
+        assert built == []  # neither its construction nor its connect built one
+        # The settings changed in place: the next new wrapper builds its own plan.
+        first.close()
+        first.settings_dict["OPTIONS"]["zonal"] = zonal_opts(pgbouncer=mode, pool_size=3)
+        third = DatabaseWrapper(first.settings_dict, first.alias)
+        third.ensure_connection()
+        assert built and third.zonal_plan(third.get_connection_params()) is not plan
+        assert third.zonal_pool.config.pool_size == 3
+        third.close()
+    finally:
+        first.close()
+
+
+@pytest.mark.usefixtures("db_access")
 def test_use_tz_changed_by_override_settings_builds_a_new_pool(djlab: Any) -> None:
     # USE_TZ decides how psycopg loads timestamps (Django's adapters context): a pool
     # built for one value must not serve the other. Read on every connect, through
