@@ -171,18 +171,21 @@ def _target(ratio: float | None, goal: float, *, higher_is_better: bool, why: st
 
 
 _DJANGO_PYTHON = (
-    "per request zonal_django runs more Python than Django's pool: on each connect it "
-    "checks that the settings, time zone, connection parameters and zonal's "
-    "environment variables are unchanged (Django's pool is built once), the time zone "
-    "of each checkout is checked (Django's pool sets it once per connection), and each "
-    "wait for the server carries zonal's query_timeout bound")
+    "per request zonal_django runs more Python than Django's pool (breakdown section "
+    "5, bytecodes per request): the core's checkout and checkin keep per-zone counts, "
+    "lifetimes and the use-time histogram; each connect checks that the settings, "
+    "time zone, connection parameters and zonal's environment variables are unchanged "
+    "(Django's pool is built once); each checkin checks the connection (fork, broken, "
+    "transaction state); and the time zone of each checkout is checked (Django's pool "
+    "sets it once per connection)")
 
 MISSED_BECAUSE = {
     "overhead": (
         "SQLAlchemy's own checkout and checkin (fairy, record, reset) are the same for "
         "both pools; zonal's part takes the pool's lock and reads the clock on checkout "
-        "and on checkin and checks route, health, lifetime, idle time and fork on each, "
-        "where QueuePool's queue only pops and pushes"),
+        "and on checkin, checks route, health, lifetime, idle time and fork on each and "
+        "keeps per-zone counts and the use-time histogram, where QueuePool's queue only "
+        "pops and pushes (breakdown section 5: the bytecodes of each)"),
     "throughput": (
         "with no more threads than connections a request never waits: zonal's checkout "
         "and checkin add under a microsecond of Python (the overhead scenario) to a "
@@ -202,11 +205,14 @@ MISSED_BECAUSE = {
         "4); under the GIL the CPU time per request sets the req/s"),
     "request_shapes_saturated": (
         f"{_DJANGO_PYTHON}; with more threads than connections both pools hand a "
-        "returned connection to the checkout waiting longest; under the GIL the CPU "
-        "time per request sets the req/s"),
+        "returned connection to the checkout waiting longest, and each checkout that "
+        "joins zonal's line first offers the line what the route can give (the "
+        "routing, the endpoints: nothing, when the pool is full) where psycopg_pool "
+        "only queues; under the GIL the CPU time per request sets the req/s"),
     "core": (
         "the core runs no more Python than psycopg_pool per request (the breakdown's "
-        "user CPU; with a pool of one connection each the two are even): the gap is "
+        "bytecodes and user CPU; with a pool of one connection each the two are even): "
+        "the gap is "
         "kernel time. zonal lends the connection used last (LIFO: the others age out "
         "and close), psycopg_pool rotates them (FIFO); with the server on the same "
         "machine, a request sent to the server process that has just answered costs "
@@ -214,9 +220,9 @@ MISSED_BECAUSE = {
         "(breakdown section 4: raw psycopg on one connection against 4 in turn)"),
     "core_saturated": (
         "with more threads than connections both pools hand a returned connection to "
-        "the checkout waiting longest, and the core's checkout and checkin run no more "
-        "Python than psycopg_pool's (the breakdown's user CPU); no cause beyond that "
-        "was found"),
+        "the checkout waiting longest; each checkout that joins zonal's line first "
+        "offers the line what the route can give (nothing, when the pool is full) where "
+        "psycopg_pool only queues; no cause beyond that was found"),
     "preping": (
         "a checkout pings only a connection idle for longer than ping_bypass (the "
         "'checkouts pinged' column says how many were): beyond those, the gap is the "
