@@ -256,7 +256,10 @@ def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
         assert len(r["rounds"]) == 2 and all(0 < x < 1e6 for x in r["rounds"])
     if "django_pool" in res["cpu_us"]:
         assert {"zonal_django: connect() + close()", "django_pool: connect() + close()",
-                "zonal_django: pool lookup"} <= set(res["django_us"])
+                "zonal_django: pool lookup",
+                "zonal_django: a new thread's wrapper: connect() + close()",
+                "django_pool: a new thread's wrapper: connect() + close()"
+                } <= set(res["django_us"])
     assert set(res["pool_us"]) == {"ZonalPool: _do_get + _do_return_conn",
                                    "ZonalPool: pool.connect().close()",
                                    "QueuePool: _do_get + _do_return_conn",

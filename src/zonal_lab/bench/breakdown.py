@@ -10,7 +10,8 @@ own work (nothing waits for a lock, the GIL or another thread):
    ``getrusage``), median of interleaved rounds (each round in a new order) with the
    rounds' min-max of the total;
 2. the Django pair's parts: a connection cycle without a query (``connect()`` then
-   ``close()``: the checkout and the checkin as Django drives them),
+   ``close()``: the checkout and the checkin as Django drives them), the same on a
+   new wrapper (what a new thread's first request does: Django keeps one per thread),
    ``init_connection_state()``, and zonal_django's own plan check and pool lookup;
 3. the pools' own share of a SQLAlchemy checkout over a fake DBAPI
    (``pool._do_get()`` + ``pool._do_return_conn()``): ZonalPool against QueuePool;
@@ -46,7 +47,7 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from zonal_lab.bench.subjects import BenchDatabase, Subject, _django_wrapper, label, make_subject
+from zonal_lab.bench.subjects import BenchDatabase, Subject, _django_factory, label, make_subject
 from zonal_lab.bench.subjects import missing as missing_subject
 from zonal_lab.bench.workload import rotated
 
@@ -197,15 +198,23 @@ def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
     """µs of the Django pair's connection cycle and of zonal_django's checks."""
     out: dict[str, float] = {}
     for kind in ("zonal_django", "django_pool"):
-        w: Any = _django_wrapper(kind, target, size=4)
+        new = _django_factory(kind, target, size=4)
+        w: Any = new()
 
         def cycle(w: Any = w) -> None:
             w.connect()
             w.close()
 
+        def first(new: Callable[[], Any] = new) -> None:
+            fresh = new()  # (what Django makes for a new thread)
+            fresh.connect()
+            fresh.close()
+
         try:
             cycle()
             out[f"{kind}: connect() + close()"] = _min_us(cycle, number)
+            out[f"{kind}: a new thread's wrapper: connect() + close()"] = _min_us(
+                first, max(100, number // 10))
             w.connect()
             out[f"{kind}: init_connection_state()"] = _min_us(w.init_connection_state, number)
             if kind == "zonal_django":

@@ -299,11 +299,11 @@ def _django_alias(db: dict[str, Any]) -> Callable[[], Any]:
     return lambda: wrapper_class(settings_dict, alias)
 
 
-def _django_wrapper(kind: str, target: BenchDatabase, size: int = 8) -> Any:
-    """One ``DatabaseWrapper`` configured as subject ``kind`` (``django_pool`` or
-    ``zonal_django``) is: what a thread of that subject uses."""
+def _django_factory(kind: str, target: BenchDatabase, size: int = 8) -> Callable[[], Any]:
+    """What makes the ``DatabaseWrapper`` objects of one alias configured as subject
+    ``kind`` (``django_pool`` or ``zonal_django``): Django makes one per thread."""
     db = _DJANGO_DBS[kind](target, size, False, {})[0]
-    return _django_alias(db)()
+    return _django_alias(db)
 
 
 def _django_subject(kind: str, name: str, t: BenchDatabase, db: dict[str, Any],
