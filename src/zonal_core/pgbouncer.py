@@ -115,6 +115,12 @@ _LEADING = " \t\r\n\f\v("
 _INTO_TEMP = re.compile(r"into\s+(?:(?:local|global)\s+)?temp")
 
 
+_SAFE: set[str] = set()
+"""Statements the pre-filter passed: safe whatever the policy (a set's add and clear
+are atomic under the GIL, and a lost entry only costs the pre-filter again)."""
+_SAFE_MAX = 4096
+
+
 def _maybe_into_temp(low: str) -> bool:
     return "/*" in low or "--" in low or _INTO_TEMP.search(low) is not None
 
@@ -130,9 +136,13 @@ def classify(sql: str) -> SessionStateFinding | None:
     >>> classify("SELECT 1; LISTEN jobs").kind
     'listen'
     """
-    # Hot path: ordinary statements leave here after one lower() and a few
-    # substring searches. Anything that could matter (a start keyword, a function
-    # call by name, SELECT INTO TEMP, a second statement, a leading comment) goes on.
+    # Hot path: a statement found safe before (an ORM's statements repeat, as the
+    # same string) leaves after one set lookup; ordinary statements after one lower()
+    # and a few substring searches. Anything that could matter (a start keyword, a
+    # function call by name, SELECT INTO TEMP, a second statement, a leading comment)
+    # goes on.
+    if sql in _SAFE:
+        return None
     low = sql.lower()
     if (
         "advisory" not in low
@@ -141,6 +151,9 @@ def classify(sql: str) -> SessionStateFinding | None:
         and ("temp" not in low or "into" not in low or not _maybe_into_temp(low))
         and not low.lstrip(_LEADING).startswith(_SLOW_STARTS)
     ):
+        if len(_SAFE) >= _SAFE_MAX:
+            _SAFE.clear()  # (bounded: an application that builds its SQL anew each time)
+        _SAFE.add(sql)
         return None
     try:
         return _classify_slow(sql)

@@ -12,16 +12,17 @@ from typing import Any
 from sqlalchemy import event
 
 from zonal_core.errors import SessionStateError
-from zonal_core.pgbouncer import check
+from zonal_core.pgbouncer import check, classify
 
 __all__ = ["install"]
 
 
 def _policy(context: Any) -> str | None:
-    conn = getattr(context, "root_connection", None)
-    pool = getattr(getattr(conn, "engine", None), "pool", None)
-    config = getattr(pool, "config", None)
-    if config is None or config.pgbouncer != "transaction":
+    try:  # (None, or a context of another engine: no policy)
+        config = context.root_connection.engine.pool.config
+        if config.pgbouncer != "transaction":
+            return None
+    except AttributeError:
         return None
     policy: str = config.session_state
     return policy
@@ -31,7 +32,7 @@ def _check(cursor: Any, statement: str, context: Any) -> None:
     policy = _policy(context)
     if policy is None:
         return
-    if context is not None and context.execution_options.get("stream_results"):
+    if context.execution_options.get("stream_results"):
         # SQLAlchemy "begins" even in AUTOCOMMIT; the driver knows the truth.
         dbapi_conn = getattr(cursor, "connection", None)
         if getattr(dbapi_conn, "autocommit", False):
@@ -40,6 +41,8 @@ def _check(cursor: Any, statement: str, context: Any) -> None:
                 "PgBouncer transaction mode hands to other clients; run it inside a "
                 "transaction (engine.begin() / Session) or use a direct connection",
                 statement=statement[:80], safe_form="inside a transaction")
+    if policy != "allow" and classify(statement) is None:
+        return  # (the common case, without check()'s call)
     check(statement, policy)  # type: ignore[arg-type]
 
 
