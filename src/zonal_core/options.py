@@ -40,7 +40,7 @@ def env_values() -> tuple[Any, ...]:
     """The values of :data:`ENV_VARS` now (None where unset), to tell whether they
     changed: Django compares them on every connect, so this is cheap. CPython's
     ``os.environ`` keeps its encoded items in a dict that every change updates; it is
-    read directly when there (0.15 µs against 1.8 µs through the mapping API)."""
+    read directly when there (0.2 µs against 1.8 µs through the mapping API)."""
     data = getattr(os.environ, "_data", None)
     if _ENCODED_KEYS is not None and type(data) is dict:
         return tuple(map(data.get, _ENCODED_KEYS))

@@ -145,7 +145,9 @@ def _bounds_of(conn: Any) -> _Bounds:
     return bounds
 
 
-_sync_wait = psycopg.Connection.wait  # (called straight: no super() lookup per wait)
+# Called straight, every statement: no super() lookup per wait.
+_sync_wait = psycopg.Connection.wait
+_async_wait = psycopg.AsyncConnection.wait
 
 
 class ZonalConnection(psycopg.Connection[Any]):
@@ -165,22 +167,6 @@ class ZonalConnection(psycopg.Connection[Any]):
     def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
              **kwargs: Any) -> Any:
         # (the signature spans psycopg 3.2, without ``timeout``, and 3.3, with it)
-        if _NATIVE_BOUND and not kwargs:
-            # The common case, every statement (what _bound() decides, inline): no
-            # bound, or psycopg's own timeout (in C) is query_timeout, relative.
-            try:
-                bounds: _Bounds = self._zonal  # type: ignore[attr-defined]
-            except AttributeError:
-                return _sync_wait(self, gen, interval or _INTERVAL)
-            left = bounds.query_timeout
-            if bounds.deadline is None:
-                if not left:
-                    return _sync_wait(self, gen, interval or _INTERVAL)
-                try:
-                    return _sync_wait(self, gen, interval or _INTERVAL, left)
-                except _WAIT_TIMEOUT as exc:
-                    error = _timed_out(self, exc, True)
-                raise error
         bound = _bound(self, gen, kwargs)
         if bound is None:
             return _sync_wait(self, gen, interval or _INTERVAL, **kwargs)
@@ -201,10 +187,10 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
                    **kwargs: Any) -> Any:
         bound = _bound(self, gen, kwargs)
         if bound is None:
-            return await super().wait(gen, interval or _INTERVAL, **kwargs)
+            return await _async_wait(self, gen, interval or _INTERVAL, **kwargs)
         gen, native = bound
         try:
-            return await super().wait(gen, interval or _INTERVAL, **kwargs)
+            return await _async_wait(self, gen, interval or _INTERVAL, **kwargs)
         except (_WAIT_TIMEOUT, QueryTimeout) as exc:
             error = _timed_out(self, exc, native)
         raise error

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import event
 
 from zonal_core.errors import SessionStateError
-from zonal_core.pgbouncer import check, classify
+from zonal_core.pgbouncer import check
 
 __all__ = ["install"]
 
@@ -41,8 +41,6 @@ def _check(cursor: Any, statement: str, context: Any) -> None:
                 "PgBouncer transaction mode hands to other clients; run it inside a "
                 "transaction (engine.begin() / Session) or use a direct connection",
                 statement=statement[:80], safe_form="inside a transaction")
-    if policy != "allow" and classify(statement) is None:
-        return  # (the common case, without check()'s call)
     check(statement, policy)  # type: ignore[arg-type]
 
 

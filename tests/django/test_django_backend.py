@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from zonal_core.errors import NoHealthyZone, PoolTimeout, SessionStateError
+from zonal_core.pool import CorePool
 from zonal_core.psycopg_driver import ZonalConnection
 from zonal_django import conf, direct_connection, pools
 from zonal_django.backends.postgresql.base import DatabaseWrapper
@@ -28,6 +29,14 @@ def wrapper(alias: str, **changes: Any) -> DatabaseWrapper:
     sd = {**connection.settings_dict, **changes}
     sd["OPTIONS"] = {**connection.settings_dict["OPTIONS"], **changes.get("OPTIONS", {})}
     return DatabaseWrapper(sd, alias)
+
+
+def served_by(w: DatabaseWrapper) -> CorePool:
+    """Connect ``w`` and give the connection back: the pool that served it."""
+    w.ensure_connection()
+    pool = w.zonal_pool
+    w.close()
+    return pool
 
 
 def zonal_opts(**changes: Any) -> dict[str, Any]:
@@ -226,9 +235,7 @@ def test_pool_timeout_is_an_operational_error_with_zonal_message(djlab: Any) -> 
 def test_pool_is_rebuilt_after_a_name_change(djlab: Any) -> None:
     w = wrapper("zt_name", NAME=djlab.database)
     try:
-        w.ensure_connection()
-        first = w.zonal_pool
-        w.close()
+        first = served_by(w)
         w.settings_dict["NAME"] = "postgres"
         with w.cursor() as cursor:
             cursor.execute("SELECT current_database()")
@@ -243,9 +250,7 @@ def test_an_option_changed_in_place_between_connects_builds_a_new_pool(djlab: An
     w = wrapper("zt_inplace", NAME=djlab.database)
     w.settings_dict["OPTIONS"]["zonal"] = zonal_opts()  # its own, changed in place below
     try:
-        w.ensure_connection()
-        first = w.zonal_pool
-        w.close()
+        first = served_by(w)
         w.ensure_connection()
         assert w.zonal_pool is first  # nothing changed: the same pool
         w.close()
@@ -314,21 +319,24 @@ def test_use_tz_changed_by_override_settings_builds_a_new_pool(djlab: Any) -> No
     # built for one value must not serve the other. Read on every connect, through
     # override_settings as Django's test runner changes it.
     w = wrapper("zt_use_tz", NAME=djlab.database)
-    try:
-        w.ensure_connection()
-        first = w.zonal_pool
-        w.close()
-        with override_settings(USE_TZ=False):
-            w.ensure_connection()
-            second = w.zonal_pool
-            assert second is not first and first.closed
-            assert w.zonal_plan(w.get_connection_params()).config is not None
-            w.close()
-        w.ensure_connection()
-        assert w.zonal_pool is not second and second.closed  # USE_TZ back: rebuilt again
+
+    def now_is_aware() -> bool:
+        # (what Django's setting_changed receiver does for the aliases it knows)
+        w.__dict__.pop("timezone", None)
+        w.__dict__.pop("timezone_name", None)
         with w.cursor() as cursor:
             cursor.execute("SELECT now()")
-            assert cursor.fetchone()[0].tzinfo is not None  # aware again, as USE_TZ says
+            return cursor.fetchone()[0].tzinfo is not None
+
+    try:
+        first = served_by(w)
+        with override_settings(USE_TZ=False):
+            assert not now_is_aware()  # naive, as USE_TZ=False says
+            second = w.zonal_pool
+            w.close()
+        assert second is not first and first.closed
+        assert now_is_aware()  # USE_TZ back: aware again, from a pool built again
+        assert w.zonal_pool is not second and second.closed
     finally:
         w.close()
 
