@@ -70,6 +70,7 @@ STATE = "src/zonal_core/state.py"
 HEALTH = "src/zonal_core/health.py"
 FLOW = "src/zonal_core/flow.py"
 DRIVER = "src/zonal_core/psycopg_driver.py"
+DJANGO_BACKEND = "src/zonal_django/backends/postgresql/base.py"
 CONFIG = "src/zonal_core/config.py"
 TOPOLOGY = "src/zonal_core/topology.py"
 SECRETS = "src/zonal_core/secrets.py"
@@ -246,9 +247,25 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "query-timeout-ignored",
         "psycopg statements are unbounded when only query_timeout is set",
-        (Edit(DRIVER, "        left = bounds.query_timeout\n",
-              "        left = None\n"),),
+        (Edit(DRIVER, "        self._query_timeout = value\n",
+              "        self._query_timeout = None\n"),),
         QUERY_TIMEOUT_TESTS,
+    ),
+    Mutant(
+        "ping-deadline-ignored",
+        "with query_timeout off, a statement ignores a ping's deadline (pings unbounded)",
+        (Edit(DRIVER, "        if self._deadline is not None or (",
+              "        if False or ("),),
+        ("tests/reliability/test_no_statement_retry.py::"
+         "test_a_ping_is_bounded_without_a_query_timeout_and_statements_are_free_after",),
+    ),
+    Mutant(
+        "django-query-timeout-uncounted",
+        "a Django statement past query_timeout is not a failure of its endpoint",
+        (Edit(DJANGO_BACKEND, "    driver.on_query_timeout = _failure_counter(weakref.ref(pool))\n",
+              "    pass\n"),),
+        ("tests/django/test_django_backend.py::"
+         "test_a_statement_past_query_timeout_counts_against_its_endpoint",),
     ),
     Mutant(
         "session-attrs-unchecked",

@@ -86,21 +86,56 @@ def _bounded(gen: Generator[Any, Any, RV], deadline: float, what: str
 
 class _Bounds:
     """What bounds a connection's waits: a per-statement timeout, or a one-shot
-    deadline (a ping), and who to tell when one expires."""
+    deadline (a ping), and who to tell when one expires.
 
-    __slots__ = ("deadline", "on_timeout", "query_timeout")
+    ``native`` is settled whenever either changes, for a wait without arguments (a
+    statement, the common case): None, nothing bounds it; a timeout for psycopg's own
+    wait (psycopg 3.3, in C: relative, no clock read); or ``_GENERAL``: ask
+    :func:`_bound` (a deadline is set, or psycopg 3.2)."""
+
+    __slots__ = ("_deadline", "_query_timeout", "native", "on_timeout")
 
     def __init__(self) -> None:
-        self.query_timeout: float | None = None
-        self.deadline: float | None = None
+        self._query_timeout: float | None = None
+        self._deadline: float | None = None
+        self.native: float | None = None
         self.on_timeout: Callable[[], None] | None = None
+
+    @property
+    def query_timeout(self) -> float | None:
+        return self._query_timeout
+
+    @query_timeout.setter
+    def query_timeout(self, value: float | None) -> None:
+        self._query_timeout = value
+        self._settle()
+
+    @property
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._deadline = value
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._deadline is not None or (self._query_timeout and not _NATIVE_BOUND):
+            self.native = _GENERAL
+        else:
+            self.native = self._query_timeout or None
+
+
+_GENERAL = -1.0
+"""``_Bounds.native`` when :func:`_bound` decides (never a timeout: negative)."""
 
 
 def _bound(conn: Any, gen: Any, kwargs: dict[str, Any]) -> tuple[Any, bool] | None:
-    """What bounds ``conn``'s next wait (every statement asks): None, nothing (no
-    bounds set, or no query_timeout); else what to wait on and whether psycopg's own
-    timeout does it (psycopg 3.3, in C: set in ``kwargs``; its ``_WaitTimeout`` is then
-    zonal's). Else (3.2, or the caller gave a timeout) ``gen`` wrapped."""
+    """What bounds ``conn``'s next wait: None, nothing (no bounds set, or no
+    query_timeout); else what to wait on and whether psycopg's own timeout does it
+    (psycopg 3.3, in C: set in ``kwargs``; its ``_WaitTimeout`` is then zonal's). Else
+    (3.2, or the caller gave a timeout) ``gen`` wrapped. (A wait without arguments
+    takes the answer settled in ``_Bounds.native`` instead, without a call.)"""
     try:
         bounds: _Bounds = conn._zonal
     except AttributeError:
@@ -111,7 +146,7 @@ def _bound(conn: Any, gen: Any, kwargs: dict[str, Any]) -> tuple[Any, bool] | No
         if not left:
             return None
         if _NATIVE_BOUND and kwargs.get("timeout") is None:
-            kwargs["timeout"] = left  # (relative: no clock read on the common path)
+            kwargs["timeout"] = left  # (relative: no clock read)
             return gen, True
         deadline = time.monotonic() + left
     elif _NATIVE_BOUND and kwargs.get("timeout") is None:
@@ -163,10 +198,24 @@ class ZonalConnection(psycopg.Connection[Any]):
     """
 
     zonal = property(_bounds_of)
+    _zonal: _Bounds  # (set by the first read of ``zonal``)
 
     def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
              **kwargs: Any) -> Any:
         # (the signature spans psycopg 3.2, without ``timeout``, and 3.3, with it)
+        if not kwargs:  # a statement: the bound settled beforehand, when it can be
+            try:
+                settled = self._zonal.native
+            except AttributeError:
+                settled = None  # (no bounds set yet)
+            if settled is None:
+                return _sync_wait(self, gen, interval or _INTERVAL)
+            if settled is not _GENERAL:
+                try:
+                    return _sync_wait(self, gen, interval or _INTERVAL, timeout=settled)
+                except _WAIT_TIMEOUT as exc:
+                    error = _timed_out(self, exc, True)
+                raise error
         bound = _bound(self, gen, kwargs)
         if bound is None:
             return _sync_wait(self, gen, interval or _INTERVAL, **kwargs)
@@ -182,9 +231,23 @@ class AsyncZonalConnection(psycopg.AsyncConnection[Any]):
     """The asyncio twin of :class:`ZonalConnection`."""
 
     zonal = property(_bounds_of)
+    _zonal: _Bounds
 
     async def wait(self, gen: Any, interval: float | None = _INTERVAL,  # type: ignore[override]
                    **kwargs: Any) -> Any:
+        if not kwargs:
+            try:
+                settled = self._zonal.native
+            except AttributeError:
+                settled = None
+            if settled is None:
+                return await _async_wait(self, gen, interval or _INTERVAL)
+            if settled is not _GENERAL:
+                try:
+                    return await _async_wait(self, gen, interval or _INTERVAL, timeout=settled)
+                except _WAIT_TIMEOUT as exc:
+                    error = _timed_out(self, exc, True)
+                raise error
         bound = _bound(self, gen, kwargs)
         if bound is None:
             return await _async_wait(self, gen, interval or _INTERVAL, **kwargs)

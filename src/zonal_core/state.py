@@ -174,8 +174,6 @@ class PoolState:
         self.generation = 0
         self.suspends = 0
         self.last_op = now
-        self.idle_total = 0
-        self.lent_total = 0
         self.opening_total = 0
         self._next_id = 1
         self._next_reap = _INF
@@ -197,7 +195,13 @@ class PoolState:
     @property
     def total(self) -> int:
         """Open connections across zones, counting those being opened."""
-        return self.idle_total + self.lent_total + self.opening_total
+        return sum(z.size for z in self.zones.values())
+
+    @property
+    def lent_total(self) -> int:
+        """Borrowed connections across zones. (Added up when asked, from the zones'
+        own counts: checkouts and checkins keep one count each, not two.)"""
+        return sum(z.lent for z in self.zones.values())
 
     def _flush(self) -> list[PooledConnection]:
         out, self._closing = self._closing, []
@@ -214,7 +218,6 @@ class PoolState:
                 self._close(z, rec, reason)
             else:
                 keep.append(rec)
-        self.idle_total -= len(z.idle) - len(keep)
         z.idle = keep
 
     def _health(self, ep: Endpoint) -> EndpointHealth | None:
@@ -275,7 +278,6 @@ class PoolState:
                 else:
                     keep.append(rec)
                     nxt = min(nxt, rec.last_used + max_idle, rec.expires_at)
-            self.idle_total -= len(z.idle) - len(keep)
             z.idle = keep
         self._next_reap = nxt
 
@@ -393,10 +395,8 @@ class PoolState:
                 rec.created_at <= z.invalid_before or rec.generation != self.generation):
             return None
         idle.pop()
-        self.idle_total -= 1
         self.last_op = now
         z.lent += 1
-        self.lent_total += 1
         rec.lent_at = now
         # (waited 0: counted in wait_time's snapshot as checkouts minus observed waits)
         z.counters.checkouts += 1
@@ -445,9 +445,7 @@ class PoolState:
             return True
         rec.lent_at = None
         z.lent -= 1
-        self.lent_total -= 1
         idle.append(rec)
-        self.idle_total += 1
         # min(next_reap, now + max_idle, expires_at) without min()'s call: hot path
         due = now + cfg.max_idle
         if expires_at < due:  # noqa: PLR1730
@@ -529,7 +527,6 @@ class PoolState:
         cfg = self.config
         while z.idle:
             rec = z.idle.pop()
-            self.idle_total -= 1
             if rec.created_at <= z.invalid_before or rec.generation != self.generation:
                 self._close(z, rec, "invalidated")
                 continue
@@ -570,7 +567,6 @@ class PoolState:
         for other in self.zones.values():
             if other is not z and other.idle:
                 rec = other.idle.pop(0)  # its least recently used
-                self.idle_total -= 1
                 self._close(other, rec, "failback")
                 return True
         return False
@@ -591,7 +587,6 @@ class PoolState:
 
     def _lend(self, z: _ZoneRuntime, rec: PooledConnection, now: float) -> None:
         z.lent += 1
-        self.lent_total += 1
         rec.lent_at = now
 
     def checked_out(self, rec: PooledConnection, now: float, waited: float) -> None:
@@ -767,7 +762,6 @@ class PoolState:
             z.counters.use_time.observe(max(0.0, now - lent_at))
             rec.last_used = now
         z.lent -= 1
-        self.lent_total -= 1
         reason = discard or self._retire_reason(z, rec, now)
         if reason is not None:
             self._close(z, rec, reason)
@@ -775,7 +769,6 @@ class PoolState:
                 del self.zones[z.name]  # a removed zone's last borrowed one is back
         else:
             z.idle.append(rec)
-            self.idle_total += 1
             self._next_reap = min(self._next_reap, rec.last_used + self.config.max_idle,
                                   rec.expires_at)
         self._dispatch(now)
@@ -947,7 +940,7 @@ class PoolState:
             z.opening = 0
             for h in z.endpoints:
                 h.probe_in_flight = False
-        self.idle_total = self.lent_total = self.opening_total = 0
+        self.opening_total = 0
         self.waiters.clear()
         self._closing = []
         self._watched.clear()

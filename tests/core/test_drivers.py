@@ -255,3 +255,21 @@ def test_a_statement_past_zonals_bound_ends_the_connection_and_tells() -> None:
     conn, theirs = _FakeConn(), _WAIT_TIMEOUT()
     assert _timed_out(conn, theirs, native=False) is theirs
     assert conn.pgconn.finished == 0 and conn.told == []
+
+
+def test_a_statements_bound_is_settled_whenever_the_bounds_change() -> None:
+    from zonal_core.psycopg_driver import _GENERAL, _NATIVE_BOUND, _Bounds
+
+    statement = 3.0 if _NATIVE_BOUND else _GENERAL  # psycopg 3.3's own timeout, or ask
+    b = _Bounds()
+    assert b.native is None  # nothing bounds a wait
+    b.query_timeout = 3.0
+    assert b.native == statement
+    b.deadline = 10.0  # a ping: its deadline decides, through _bound
+    assert b.native is _GENERAL
+    b.deadline = None
+    assert b.native == statement
+    b.query_timeout = None
+    assert b.native is None
+    b.deadline = 5.0
+    assert b.native is _GENERAL

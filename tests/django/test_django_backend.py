@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from zonal_core.errors import NoHealthyZone, PoolTimeout, SessionStateError
+from zonal_core.health import HealthPolicy
 from zonal_core.pool import CorePool
 from zonal_core.psycopg_driver import ZonalConnection
 from zonal_django import conf, direct_connection, pools
@@ -229,6 +230,31 @@ def test_pool_timeout_is_an_operational_error_with_zonal_message(djlab: Any) -> 
         w1.close()
         w2.close()
     assert pools.pools_of("zt_timeout")[0].stats().zones["a"].in_use == 0
+
+
+@pytest.mark.usefixtures("db_access")
+def test_a_statement_past_query_timeout_counts_against_its_endpoint(djlab: Any) -> None:
+    """The connection is armed once, when the pool opens it: its timeout is a health
+    failure of its endpoint (here enough to eject zone a, since b can serve), and the
+    next connect goes to zone b."""
+    query_timeout = 0.5
+    w = wrapper("zt_qtimeout", NAME=djlab.database,  # (the test database is zone a's only)
+                OPTIONS={"zonal": zonal_opts(query_timeout=query_timeout)})
+    try:
+        pool = served_by(w)
+        pool.set_health_policy(HealthPolicy(consecutive_failures=1))
+        w.ensure_connection()
+        with pytest.raises(OperationalError, match="got no answer from the server"), \
+                w.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", [query_timeout * 4])
+        w.close()
+        st = pool.stats().zones
+        assert (st["a"].state, st["a"].ejections, st["b"].ejections) == ("ejected", 1, 0)
+        with w.cursor() as cursor:
+            cursor.execute("SELECT inet_server_port()")
+            assert cursor.fetchone()[0] == djlab["b"].postgres.port
+    finally:
+        w.close()
 
 
 @pytest.mark.usefixtures("db_access")

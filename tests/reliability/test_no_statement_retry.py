@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, exc, text
 from zonal_core import QueryTimeout
 from zonal_core.config import build_config
 from zonal_core.pool import ZonedPool
-from zonal_core.psycopg_driver import PsycopgDriver
+from zonal_core.psycopg_driver import PsycopgDriver, bounded_ping
 from zonal_sqlalchemy import ZonalPool
 
 TABLE = "retry_probe"
@@ -204,3 +204,26 @@ def test_core_pool_with_the_psycopg_driver(lab: Any) -> None:
         assert [ep.zone for ep in failures] == ["a"]  # the timeout counted against a
     finally:
         pool.close()
+
+
+def test_a_ping_is_bounded_without_a_query_timeout_and_statements_are_free_after(
+        lab: Any) -> None:
+    """With query_timeout off, a ping is still bounded by its own timeout (the wait
+    takes the deadline, not the settled "nothing bounds it"), and once it is over a
+    statement is not bounded by the ping's timeout any more."""
+    config = build_config(zones=lab.zones(pgbouncer=False), local_zone="a", connect_timeout=1,
+                          query_timeout=None, environ={})
+    driver = PsycopgDriver({"user": lab.user, "password": lab.password,
+                            "dbname": lab.database, "autocommit": True}, config)
+    ep = config.topology.zones[0].endpoints[0]
+    conn = driver.connect(ep, 2.0)
+    try:
+        with pytest.raises(TimeoutError):
+            bounded_ping(conn, 0.2, lambda: conn.execute("SELECT pg_sleep(1.5)"))
+        assert conn.closed  # its state was unknown: ended
+        conn = driver.connect(ep, 2.0)
+        bounded_ping(conn, 0.2, lambda: conn.execute(""))
+        conn.execute("SELECT pg_sleep(0.4)")  # longer than the ping's bound: not its
+        assert not conn.closed
+    finally:
+        conn.close()

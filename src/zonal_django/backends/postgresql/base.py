@@ -15,7 +15,7 @@ refused and every statement that goes through a Django cursor (ORM and raw
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,7 +40,7 @@ if not pg.is_psycopg3:  # pragma: no cover - Django picked psycopg2
         "zonal_django.backends.postgresql needs psycopg 3, but Django loaded psycopg2 "
         "(fix: pip install 'psycopg[binary]>=3.2')")
 
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 
 from zonal_core import pgbouncer as rules
 from zonal_core.config import ZonalConfig
@@ -50,6 +50,7 @@ from zonal_core.options import env_values
 from zonal_core.pool import CorePool
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.state import PooledConnection
+from zonal_core.topology import Endpoint
 from zonal_django import conf, pools
 from zonal_django.backends.postgresql.creation import DatabaseCreation
 from zonal_django.direct import connect_direct
@@ -58,7 +59,10 @@ from zonal_django.errors import translate
 __all__ = ["DatabaseWrapper"]
 
 _UNSET: Any = object()
-_READ_COMMITTED = pg.IsolationLevel.READ_COMMITTED  # (an enum lookup less per connect)
+# (enum lookups once, not per connect or checkin)
+_READ_COMMITTED = pg.IsolationLevel.READ_COMMITTED
+_CONNECTION_OK = ConnStatus.OK
+_TX_IDLE = TransactionStatus.IDLE
 _LAZY_SETTINGS: dict[str, Any] = object.__getattribute__(settings, "__dict__")
 """The ``settings`` object's own dict: its ``_wrapped`` is the configured settings
 (``settings.configure``, ``override_settings`` and the first read all put it there).
@@ -91,7 +95,7 @@ class _SessionStateMixin:
     db: Any
 
     def _execute_with_wrappers(self, sql: Any, params: Any, many: bool, executor: Any) -> Any:
-        policy = self.db.zonal_session_policy
+        policy = self.db._zonal_policy
         if policy is not None:
             rules.check(_sql_text(sql), policy)
         return super()._execute_with_wrappers(sql, params, many, executor)  # type: ignore[misc]
@@ -129,6 +133,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         self.zonal_direct = False
         """True: new connections go to a ``direct`` endpoint, never pooled."""
         self._zonal_plan_cache: tuple[Any, conf.Plan, dict[str, Any]] | None = None
+        self._zonal_policy: str | None = None
         if "DISABLE_SERVER_SIDE_CURSORS" not in settings_dict:
             # A server-side cursor outlives the transaction PgBouncer lends a server
             # for. The mode as the configuration parses it (any spelling, and from
@@ -140,13 +145,10 @@ class DatabaseWrapper(pg.DatabaseWrapper):
 
     # -- configuration ------------------------------------------------------
 
-    @property
-    def pool(self) -> None:
-        """Django's native pool: never. zonal is the pool (see :attr:`zonal_pool`);
-        asking for Django's with ``OPTIONS["pool"]`` set is ``ImproperlyConfigured``."""
-        if self.settings_dict["OPTIONS"].get("pool"):
-            problems, _ = conf.problems_for(self.alias, self.settings_dict)
-            raise ImproperlyConfigured(next(p for p in problems if p.id == "zonal.E002").text())
+    pool = None
+    """Django's native pool: never, zonal is the pool (see :attr:`zonal_pool`).
+    ``OPTIONS["pool"]`` is refused by the system checks and at connect. (A plain
+    attribute: Django asks for it before every cursor and at every connect.)"""
 
     def zonal_plan(self, conn_params: dict[str, Any] | None = None) -> conf.Plan:
         """The validated zonal plan of this alias (``ImproperlyConfigured`` if wrong).
@@ -184,14 +186,9 @@ class DatabaseWrapper(pg.DatabaseWrapper):
 
     @property
     def zonal_session_policy(self) -> str | None:
-        """The session-state policy for statements, or None where it does not apply."""
-        if self.zonal_direct or self.alias == NO_DB_ALIAS:
-            return None
-        plan = self._zonal_plan_cache
-        if plan is None:
-            return None
-        config = plan[1].config
-        return config.session_state if plan[1].transaction_mode else None
+        """The session-state policy for the statements of the connection held (set
+        at connect), or None where it does not apply."""
+        return self._zonal_policy
 
     def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
         return pools.get_pool(self.alias, plan.fingerprint, _build_pool, plan, conn_params)
@@ -218,6 +215,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             params = conf.connect_params(conn_params)
             params["autocommit"] = True
             raw: Any = connect_direct(plan.config, params, allow_pooler=True)
+            self._zonal_policy = None
         else:
             pool = self._pool_for(plan, conn_params)
             try:
@@ -225,10 +223,8 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             except ZonalError as exc:
                 raise translate(exc) from exc
             raw = rec.raw
-            # A statement past query_timeout counts against its endpoint. The callback
-            # goes to the pool, never to this wrapper.
-            raw.zonal.on_timeout = lambda: pool.record_failure(rec)
             self._zonal.pool, self._zonal.rec = pool, rec
+            self._zonal_policy = plan.config.session_state if plan.transaction_mode else None
         if set_isolation_level:
             raw.isolation_level = self.isolation_level
         return raw
@@ -237,8 +233,9 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         raw = self.connection
         if raw is None:
             return None
-        pool, rec = self._zonal.pool, self._zonal.rec
-        self._zonal.pool = self._zonal.rec = None
+        checkout = self._zonal
+        pool, rec = checkout.pool, checkout.rec
+        checkout.pool = checkout.rec = None
         if pool is None or rec is None or rec.raw is not raw:
             with self.wrap_database_errors:
                 raw.close()
@@ -250,6 +247,13 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             # an atomic block Django expects a closed connection that fails every use
             # (and never a silent reconnect), as the stock backend gives.
             self.connection = _CLOSED if self.in_atomic_block else None
+        return None
+
+    def close_if_health_check_failed(self) -> None:
+        """Nothing to check here: the pool checks a connection when it lends it
+        (``CONN_HEALTH_CHECKS`` is its ``pre_ping``), as Django's own pool does, and a
+        connection never outlives its request (``CONN_MAX_AGE`` 0). Django asks
+        before every cursor."""
         return None
 
     def is_usable(self) -> bool:
@@ -283,12 +287,12 @@ class DatabaseWrapper(pg.DatabaseWrapper):
     # -- PgBouncer transaction mode -------------------------------------------
 
     def make_cursor(self, cursor: Any) -> Any:
-        if self.zonal_session_policy is None:
+        if self._zonal_policy is None:
             return super().make_cursor(cursor)
         return ZonalCursorWrapper(cursor, self)
 
     def make_debug_cursor(self, cursor: Any) -> Any:
-        if self.zonal_session_policy is None:
+        if self._zonal_policy is None:
             return super().make_debug_cursor(cursor)
         return ZonalCursorDebugWrapper(cursor, self)
 
@@ -332,7 +336,21 @@ def _build_pool(plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
         # the runtime may freeze or destroy the sandbox right after SIGTERM:
         # close idle connections first (main thread only; chains)
         install_sigterm_handler()
-    return CorePool(PsycopgDriver(params, plan.config), plan.config)
+    driver = PsycopgDriver(params, plan.config)
+    pool = CorePool(driver, plan.config)
+    # A statement past query_timeout counts against its endpoint: armed once per
+    # connection, when it is opened. The callback holds the pool weakly (the pool
+    # holds the driver) and never a wrapper.
+    driver.on_query_timeout = _failure_counter(weakref.ref(pool))
+    return pool
+
+
+def _failure_counter(pool: weakref.ref[CorePool]) -> Callable[[Endpoint], None]:
+    def count(endpoint: Endpoint) -> None:
+        alive = pool()
+        if alive is not None:
+            alive.record_failure(endpoint)
+    return count
 
 
 def _snapshot(value: Any) -> Any:
@@ -375,22 +393,23 @@ _CLOSED = _ClosedConnection()
 def _give_back(pool: CorePool, rec: PooledConnection) -> None:
     """Check ``rec`` in: idle in autocommit, or discarded if broken."""
     raw = rec.raw
-    raw.zonal.on_timeout = None
     if pools.foreign(rec):
         # Borrowed before a fork: the socket is the parent's. Never roll back or
         # close it from here; the core keeps it referenced and untouched.
         pool.putconn(rec, reset=False)
         return
-    if raw.broken:
-        # Lost mid-use: the server (or the path to it) went away, so the zone's
-        # older idle connections are suspect too.
-        pool.invalidate(rec, ConnectionError("connection lost"))
-        return
-    if raw.closed:  # closed by zonal after a query timeout (already counted)
-        pool.invalidate(rec)
-        return
+    pgconn = raw.pgconn
+    if pgconn.status != _CONNECTION_OK:
+        if raw.broken:
+            # Lost mid-use: the server (or the path to it) went away, so the zone's
+            # older idle connections are suspect too.
+            pool.invalidate(rec, ConnectionError("connection lost"))
+            return
+        if raw.closed:  # closed by zonal after a query timeout (already counted)
+            pool.invalidate(rec)
+            return
     try:
-        if raw.pgconn.transaction_status != TransactionStatus.IDLE:
+        if pgconn.transaction_status != _TX_IDLE:
             raw.rollback()
         if not raw.autocommit:
             raw.autocommit = True
