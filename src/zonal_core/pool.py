@@ -34,7 +34,7 @@ from zonal_core.flow import (
     take_handed,
 )
 from zonal_core.pool_base import PoolBase
-from zonal_core.state import PooledConnection, Waiter
+from zonal_core.state import PooledConnection, Waiter, process_id
 from zonal_core.topology import Endpoint
 
 __all__ = ["CorePool", "ZonedPool"]
@@ -203,7 +203,9 @@ class CorePool(PoolBase):
         """Check ``rec`` in. ``reset`` rolls back first (adapters that reset
         themselves pass False); ``discard`` (a close reason) closes it instead."""
         if discard is None:
-            if reset and rec.lent_at is not None:
+            # (never through the socket of a connection lent before a fork: the
+            # parent's; the checkin orphans it)
+            if reset and rec.lent_at is not None and rec.pid == process_id():
                 try:
                     if not self.driver.reset(rec.raw):
                         discard = "invalidated"

@@ -29,7 +29,7 @@ from zonal_core.flow import (
     take_handed,
 )
 from zonal_core.pool_base import PoolBase
-from zonal_core.state import PooledConnection, Waiter
+from zonal_core.state import PooledConnection, Waiter, process_id
 from zonal_core.topology import Endpoint
 
 __all__ = ["AsyncCorePool", "AsyncZonedPool", "TaskWaiter"]
@@ -167,7 +167,9 @@ class AsyncCorePool(PoolBase):
                       discard: str | None = None) -> None:
         """Check ``rec`` in (see :meth:`zonal_core.pool.CorePool.putconn`)."""
         if discard is None:
-            if reset and rec.lent_at is not None:
+            # (never through the socket of a connection lent before a fork: the
+            # parent's; the checkin orphans it)
+            if reset and rec.lent_at is not None and rec.pid == process_id():
                 try:
                     if not await self.driver.reset(rec.raw):
                         discard = "invalidated"

@@ -421,8 +421,10 @@ class PoolState:
         if (self.closed or self._closing or self._watched
                 or now >= self._next_reap or now >= expires_at
                 or now - self.last_op > cfg.max_idle
-                or rec.pid != self.pid or rec.generation != self.generation
-                or rec.created_at <= z.invalid_before or z.removed
+                # (a connection lent before a fork is of an older generation: the
+                # fork hook moves it on; the fast zone is never a removed one)
+                or rec.generation != self.generation
+                or rec.created_at <= z.invalid_before
                 or len(idle) + z.lent + z.opening > cfg.pool_size
                 # (checkouts in line: only a one-zone pool, full, with nothing idle)
                 or (waiters and (idle or len(self.zones) > 1

@@ -62,6 +62,9 @@ class Plan:
     transaction_mode: bool
     fingerprint: str = field(repr=False)
     """Everything the pool depends on, as text: a new value means a new pool."""
+    session_policy: str | None = None
+    """What the session-state rule does with a pooled connection's statements
+    (``session_state``), None where it does not apply (not transaction mode)."""
 
 
 def is_zonal_engine(settings_dict: Mapping[str, Any]) -> bool:
@@ -268,8 +271,10 @@ def plan_for(alias: str, settings_dict: Mapping[str, Any], extra: Mapping[str, A
         {"zonal": config.as_dict(), "secrets": [ep.password for ep in config.topology.endpoints],
          "extra": {k: extra[k] for k in sorted(extra)}},
         sort_keys=True, default=repr)
-    return Plan(alias=alias, config=config, transaction_mode=config.pgbouncer == "transaction",
-                fingerprint=fingerprint)
+    transaction_mode = config.pgbouncer == "transaction"
+    return Plan(alias=alias, config=config, transaction_mode=transaction_mode,
+                fingerprint=fingerprint,
+                session_policy=config.session_state if transaction_mode else None)
 
 
 def connect_params(conn_params: Mapping[str, Any]) -> dict[str, Any]:

@@ -485,14 +485,21 @@ def test_password_never_in_timeout_message_or_repr() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 def test_forked_child_never_reuses_the_parents_connections() -> None:
     pool = ZonedPool(FakeDriver(), zones=ZONES)
-    pool.putconn(pool.getconn())
+    first = pool.getconn()
+    lent = pool.getconn()  # borrowed across the fork, given back in the child
+    pool.putconn(first)
     parent_conn = pool._state.zones["a"].idle[0].raw
+    lent.raw.in_transaction = True  # the parent's transaction, on the parent's socket
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
+            pool.putconn(lent)  # the parent's socket: neither idle here nor closed
             rec = pool.getconn()
-            ok = rec.raw is not parent_conn and not parent_conn.closed
+            ok = (rec.raw is not parent_conn and rec.raw is not lent.raw
+                  and not parent_conn.closed and not lent.raw.closed
+                  and lent.raw.in_transaction  # never reset (rolled back) from here
+                  and pool.stats().zones["a"].idle == 0)
             os.write(w, b"1" if ok else b"0")
         finally:
             os._exit(0)

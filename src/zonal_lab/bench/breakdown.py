@@ -196,6 +196,8 @@ def steps_of_pairs(subjects: dict[str, Subject], requests: int) -> list[dict[str
 
 def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
     """µs of the Django pair's connection cycle and of zonal_django's checks."""
+    from zonal_django import pools
+
     out: dict[str, float] = {}
     for kind in ("zonal_django", "django_pool"):
         new = _django_factory(kind, target, size=4)
@@ -222,12 +224,19 @@ def django_parts(target: BenchDatabase, number: int) -> dict[str, float]:
                 plan = w.zonal_plan(params)
                 out[f"{kind}: plan check (settings, time zone, params, env)"] = _min_us(
                     lambda: w.zonal_plan(params), number)  # noqa: B023 (called at once)
-                out[f"{kind}: pool lookup"] = _min_us(
-                    lambda: w._pool_for(plan, params), number)  # noqa: B023
+
+                def lookup(w: Any = w, plan: Any = plan, params: Any = params) -> None:
+                    pools.get_pool(w.alias, plan.fingerprint, _built_already, plan, params)
+
+                out[f"{kind}: pool lookup"] = _min_us(lookup, number)
             w.close()
         finally:
             w.close_pool()
     return out
+
+
+def _built_already(*args: Any) -> Any:
+    raise AssertionError("the pool lookup timed here finds the pool the connect built")
 
 
 def pool_parts(number: int) -> dict[str, float]:

@@ -182,7 +182,8 @@ class DatabaseWrapper(pg.DatabaseWrapper):
     def zonal_pool(self) -> CorePool:
         """This alias's pool in this process, for these settings (built if needed)."""
         params = self.get_connection_params()
-        return self._pool_for(self.zonal_plan(params), params)
+        plan = self.zonal_plan(params)
+        return pools.get_pool(self.alias, plan.fingerprint, _build_pool, plan, params)
 
     @property
     def zonal_session_policy(self) -> str | None:
@@ -190,8 +191,6 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         at connect), or None where it does not apply."""
         return self._zonal_policy
 
-    def _pool_for(self, plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
-        return pools.get_pool(self.alias, plan.fingerprint, _build_pool, plan, conn_params)
 
     # -- connect / close ------------------------------------------------------
 
@@ -217,14 +216,17 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             raw: Any = connect_direct(plan.config, params, allow_pooler=True)
             self._zonal_policy = None
         else:
-            pool = self._pool_for(plan, conn_params)
-            try:
-                rec = pool.getconn()
-            except ZonalError as exc:
-                raise translate(exc) from exc
+            pool = pools.get_pool(self.alias, plan.fingerprint, _build_pool, plan, conn_params)
+            rec = pool._fast_checkout()  # (the common case, without getconn's call)
+            if rec is None:
+                try:
+                    rec = pool._checkout()
+                except ZonalError as exc:
+                    raise translate(exc) from exc
             raw = rec.raw
-            self._zonal.pool, self._zonal.rec = pool, rec
-            self._zonal_policy = plan.config.session_state if plan.transaction_mode else None
+            checkout = self._zonal
+            checkout.pool, checkout.rec = pool, rec
+            self._zonal_policy = plan.session_policy
         if set_isolation_level:
             raw.isolation_level = self.isolation_level
         return raw
