@@ -173,18 +173,26 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "line-up-at-the-front",
         "a checkout that finds others in line goes to its head",
-        (Edit(STATE, "        self._enqueue(waiter, front=False)\n        self._dispatch(now)\n"
-                     "        return self._flush()",
-              "        self._enqueue(waiter, front=True)\n        self._dispatch(now)\n"
-                     "        return self._flush()"),),
+        (Edit(STATE, "        self._enqueue(waiter, front=False)\n"
+                     "        if now < self._stuck_until",
+              "        self._enqueue(waiter, front=True)\n"
+                     "        if now < self._stuck_until"),),
         core("test_handover.py"),
     ),
     Mutant(
         "line-up-serves-nobody",
         "a checkout that joins the line does not serve what the line can be given",
-        (Edit(STATE, "        self._enqueue(waiter, front=False)\n        self._dispatch(now)\n",
-              "        self._enqueue(waiter, front=False)\n"),),
+        (Edit(STATE, "            return []\n        self._dispatch(now)\n"
+                     "        return self._flush()",
+              "            return []\n        return self._flush()"),),
         core("test_handover.py"),
+    ),
+    Mutant(
+        "line-up-skip-outlives-the-route",
+        "a newcomer skips the dispatch of a full line even after the route is due again",
+        (Edit(STATE, "if now < self._stuck_until and not self._closing",
+              "if self._stuck_until > -_INF and not self._closing"),),
+        core("test_line_up_skip.py"),
     ),
     Mutant(
         "interrupted-in-line-stays",

@@ -180,6 +180,14 @@ class PoolState:
         self._route: list[RouteEntry] = []
         self._route_valid_until = -_INF
         self._fast_zone: _ZoneRuntime | None = None  # first in the route, if it serves
+        # Every zone of the route NORMAL or FALLBACK: what a checkout can be given then
+        # changes only by an event (a checkin, a connect, a failure...), never by time
+        # alone (a probe's turn or a panic's order do).
+        self._route_timeless = False
+        # Until then, a checkout in line with no endpoint to avoid cannot be given
+        # anything: the last dispatch found so (its head waited) and nothing changed
+        # since. Every operation that may change it sets it back (_unstick).
+        self._stuck_until = -_INF
         self._preferred: str | None = config.local_zone
         self._closing: list[PooledConnection] = []
         # Borrowed connections, watched for leaks when leak_threshold is set.
@@ -290,6 +298,8 @@ class PoolState:
         route, valid_until = self._rank(now)
         self._route, self._route_valid_until = route, valid_until
         self._fast_zone = self.zones[route[0].zone.name] if route and route[0].serves else None
+        self._route_timeless = all(e.mode is RouteMode.NORMAL or e.mode is RouteMode.FALLBACK
+                                   for e in route)
         self._note_preferred(route)
         return route
 
@@ -321,6 +331,11 @@ class PoolState:
     def _invalidate_route(self) -> None:
         self._route_valid_until = -_INF
 
+    def _unstick(self) -> None:
+        """Something may have changed what the line can be given: the next checkout
+        that joins it runs the dispatch again."""
+        self._stuck_until = -_INF
+
     @property
     def preferred_zone(self) -> str | None:
         """The zone new checkouts go to now."""
@@ -336,6 +351,7 @@ class PoolState:
         at the head of the line. Raises :class:`PoolClosed`, or
         :class:`NoHealthyZone` when no zone could serve even by waiting.
         """
+        self._unstick()
         self._tick(now)
         if self.closed:
             # Anything reaped stays buffered in _closing for the next operation.
@@ -374,6 +390,11 @@ class PoolState:
             return None
         self._tick(now)  # (reaping, a suspend, leaks: none of it touches the line)
         self._enqueue(waiter, front=False)
+        if now < self._stuck_until and not self._closing and not self.waiters[0].avoid:
+            # The dispatch would stop at the head of the line, as the last one did:
+            # nothing changed since (no checkin to idle, no connect, no failure, no
+            # close, no timeout, the route still valid). A saturated pool's common case.
+            return []
         self._dispatch(now)
         return self._flush()
 
@@ -465,6 +486,7 @@ class PoolState:
 
     def leave(self, waiter: Waiter, now: float) -> list[PooledConnection]:
         """Take ``waiter`` out of line (timeout, cancel); give back any grant."""
+        self._unstick()
         if waiter.queued:
             waiter.queued = False
             with contextlib.suppress(ValueError):  # queued implies present
@@ -486,6 +508,7 @@ class PoolState:
 
     def give_back(self, grant: Grant, now: float) -> list[PooledConnection]:
         """Return a grant its checkout did not use (cancelled, timed out)."""
+        self._unstick()
         self._give_back(grant, now)
         return self._flush()
 
@@ -616,6 +639,7 @@ class PoolState:
         Also returns what to close: when this connect ended a probation, traffic
         fails back now and idle connections elsewhere are retired.
         """
+        self._unstick()
         rec = self._connected(slot, raw, now, took)
         self._dispatch(now)  # a zone may just have come back
         return rec, self._flush()
@@ -624,6 +648,7 @@ class PoolState:
         """A connect that no checkout waits for any more completed (a hedge that
         lost the race, or a cancelled checkout's): the connection joins its zone's
         idle stack, or a waiter, when it is wanted there; else it is closed."""
+        self._unstick()
         rec = self._connected(slot, raw, now, took)
         self._checkin(rec, now, None, used=False)
         return self._flush()
@@ -656,6 +681,7 @@ class PoolState:
         refused password or a misspelled option says nothing about whether the zone
         is reachable.
         """
+        self._unstick()
         z = self.zones[slot.endpoint.zone]
         self._release_slot(slot)
         if kind != "cancelled":
@@ -669,6 +695,7 @@ class PoolState:
 
     def endpoint_failed(self, ep: Endpoint, now: float) -> list[PooledConnection]:
         """A ping or a query timed out on ``ep``: a health failure of that endpoint."""
+        self._unstick()
         self._failure(ep, now)
         self._dispatch(now)
         return self._flush()
@@ -704,6 +731,7 @@ class PoolState:
         idle connection of a serving zone, or a slot in the next zone of the route
         (endpoints of ``exclude`` left out) that has room. None: nothing to hedge to.
         """
+        self._unstick()
         self._tick(now)
         if self.closed:
             return None
@@ -737,6 +765,7 @@ class PoolState:
     def retry(self, waiter: Waiter, now: float) -> list[PooledConnection]:
         """A checkout that tried every endpoint tries them again: it forgets which
         failed and, if it is in line, may be granted a new slot now."""
+        self._unstick()
         waiter.avoid.clear()
         self._dispatch(now)
         return self._flush()
@@ -746,6 +775,7 @@ class PoolState:
     def release(self, rec: PooledConnection, now: float, discard: str | None = None
                 ) -> list[PooledConnection]:
         """Check ``rec`` in. ``discard`` (a close reason) closes it instead."""
+        self._unstick()
         self._tick(now)
         self._checkin(rec, now, discard, used=True)
         return self._flush()
@@ -795,12 +825,17 @@ class PoolState:
     def _dispatch(self, now: float) -> None:
         """Hand what the pool can give to the waiters, in order."""
         waiters = self.waiters
+        self._stuck_until = -_INF
         i = 0  # (by position, without copying the line: it can be long when saturated)
         while i < len(waiters):
             w = waiters[i]
             g = self._try_grant(now, w.avoid)
             if g == _WAIT:
                 if not w.avoid:
+                    if i == 0 and self._route_timeless:
+                        # (the same answer for any checkout that avoids nothing, until
+                        # something changes or the route is due again)
+                        self._stuck_until = self._route_valid_until
                     break  # nobody behind it can be served either: strict FIFO
                 i += 1
                 continue
@@ -835,6 +870,7 @@ class PoolState:
         error (the backend was terminated, the server restarted) does not, so a thaw
         after backends were killed does not eject a healthy zone.
         """
+        self._unstick()
         z = self.zones.get(rec.zone)
         if z is not None:
             z.counters.ping_failures += 1
@@ -852,6 +888,7 @@ class PoolState:
 
     def invalidate_zone(self, zone: str, now: float) -> list[PooledConnection]:
         """A disconnect in ``zone``: its connections opened before now are suspect."""
+        self._unstick()
         z = self.zones.get(zone)
         if z is not None:
             z.invalid_before = now
@@ -862,6 +899,7 @@ class PoolState:
 
     def trim(self, now: float, min_idle: int | None = None) -> list[PooledConnection]:
         """Close idle connections down to ``min_idle`` per zone; the newest stay."""
+        self._unstick()
         self._tick(now)
         keep_n = self.config.min_idle if min_idle is None else max(0, min_idle)
         for z in self.zones.values():
@@ -873,6 +911,7 @@ class PoolState:
 
     def drain(self, now: float, reason: str = "invalidated") -> list[PooledConnection]:
         """Close every idle connection now; lent ones are closed at checkin."""
+        self._unstick()
         self.generation += 1
         for z in self.zones.values():
             self._close_idle_where(z, reason)
@@ -880,6 +919,7 @@ class PoolState:
 
     def close(self, now: float) -> list[PooledConnection]:
         """Close the pool: idle connections now, lent ones at checkin; wake waiters."""
+        self._unstick()
         self.closed = True
         for z in self.zones.values():
             self._close_idle_where(z, "shutdown")
@@ -895,6 +935,7 @@ class PoolState:
         Borrowed connections are never dropped: those of removed zones (or beyond a
         smaller ``pool_size``) are closed when they are checked in.
         """
+        self._unstick()
         old = self.zones
         new: dict[str, _ZoneRuntime] = {}
         for spec in config.topology.zones:
@@ -933,6 +974,7 @@ class PoolState:
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections without closing them."""
+        self._unstick()
         self.lock = threading.Lock()
         for z in self.zones.values():
             _FORK_ORPHANS.extend(r.raw for r in z.idle)
