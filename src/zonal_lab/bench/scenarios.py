@@ -175,7 +175,7 @@ _DJANGO_PYTHON = (
     "5, bytecodes per request): the core's checkout and checkin keep per-zone counts, "
     "lifetimes and the use-time histogram; each connect checks that the settings, "
     "time zone, connection parameters and zonal's environment variables are unchanged "
-    "(Django's pool is built once); each checkin checks the connection (fork, broken, "
+    "(Django's pool is built once); each checkin checks the connection (fork, status, "
     "transaction state); and the time zone of each checkout is checked (Django's pool "
     "sets it once per connection)")
 
@@ -183,7 +183,7 @@ MISSED_BECAUSE = {
     "overhead": (
         "SQLAlchemy's own checkout and checkin (fairy, record, reset) are the same for "
         "both pools; zonal's part takes the pool's lock and reads the clock on checkout "
-        "and on checkin, checks route, health, lifetime, idle time and fork on each and "
+        "and on checkin, checks route, lifetime, idle time and generation on each and "
         "keeps per-zone counts and the use-time histogram, where QueuePool's queue only "
         "pops and pushes (breakdown section 5: the bytecodes of each)"),
     "throughput": (
@@ -205,10 +205,9 @@ MISSED_BECAUSE = {
         "4); under the GIL the CPU time per request sets the req/s"),
     "request_shapes_saturated": (
         f"{_DJANGO_PYTHON}; with more threads than connections both pools hand a "
-        "returned connection to the checkout waiting longest, and each checkout that "
-        "joins zonal's line first offers the line what the route can give (the "
-        "routing, the endpoints: nothing, when the pool is full) where psycopg_pool "
-        "only queues; under the GIL the CPU time per request sets the req/s"),
+        "returned connection to the checkout waiting longest (zonal counts the checkout "
+        "and its wait there, in the checkin's locked step); under the GIL the CPU time "
+        "per request sets the req/s"),
     "core": (
         "the core runs no more Python than psycopg_pool per request (the breakdown's "
         "bytecodes and user CPU; with a pool of one connection each the two are even): "
@@ -220,9 +219,9 @@ MISSED_BECAUSE = {
         "(breakdown section 4: raw psycopg on one connection against 4 in turn)"),
     "core_saturated": (
         "with more threads than connections both pools hand a returned connection to "
-        "the checkout waiting longest; each checkout that joins zonal's line first "
-        "offers the line what the route can give (nothing, when the pool is full) where "
-        "psycopg_pool only queues; no cause beyond that was found"),
+        "the checkout waiting longest, and run about as much Python per request "
+        "(breakdown: zonal's checkout that joins a line the last dispatch found "
+        "unservable skips the dispatch); no cause beyond the rounds' noise was found"),
     "preping": (
         "a checkout pings only a connection idle for longer than ping_bypass (the "
         "'checkouts pinged' column says how many were): beyond those, the gap is the "
