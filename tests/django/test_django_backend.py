@@ -213,6 +213,10 @@ def test_misconfigurations_are_clear_errors() -> None:
         with pytest.raises(ImproperlyConfigured, match=needle.replace("[", r"\[")):
             w.ensure_connection()
         w.close()
+    # Django's own pool is never there; asking for it with OPTIONS["pool"] set says why
+    assert wrapper("zt_nopool").pool is None
+    with pytest.raises(ImproperlyConfigured, match=r"OPTIONS'\]\['pool'\] turns on Django's own"):
+        _ = wrapper("zt_bad0", OPTIONS={"pool": True}).pool
 
 
 @pytest.mark.usefixtures("db_access")

@@ -145,10 +145,14 @@ class DatabaseWrapper(pg.DatabaseWrapper):
 
     # -- configuration ------------------------------------------------------
 
-    pool = None
-    """Django's native pool: never, zonal is the pool (see :attr:`zonal_pool`).
-    ``OPTIONS["pool"]`` is refused by the system checks and at connect. (A plain
-    attribute: Django asks for it before every cursor and at every connect.)"""
+    @property
+    def pool(self) -> None:
+        """Django's native pool: never. zonal is the pool (see :attr:`zonal_pool`);
+        asking for Django's with ``OPTIONS["pool"]`` set is ``ImproperlyConfigured``, as
+        the system checks and a connect say. (Django reads it at every connect.)"""
+        if self.settings_dict["OPTIONS"].get("pool"):
+            problems, _ = conf.problems_for(self.alias, self.settings_dict)
+            raise ImproperlyConfigured(next(p for p in problems if p.id == "zonal.E002").text())
 
     def zonal_plan(self, conn_params: dict[str, Any] | None = None) -> conf.Plan:
         """The validated zonal plan of this alias (``ImproperlyConfigured`` if wrong).
