@@ -255,8 +255,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "query-timeout-ignored",
         "psycopg statements are unbounded when only query_timeout is set",
-        (Edit(DRIVER, "        self._query_timeout = value\n",
-              "        self._query_timeout = None\n"),),
+        (Edit(DRIVER, "        setattr(bounds, self.slot, value)\n",
+              "        setattr(bounds, self.slot, None if self.slot == \"_query_timeout\" "
+              "else value)\n"),),
         QUERY_TIMEOUT_TESTS,
     ),
     Mutant(
@@ -270,7 +271,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "django-query-timeout-uncounted",
         "a Django statement past query_timeout is not a failure of its endpoint",
-        (Edit(DJANGO_BACKEND, "    driver.on_query_timeout = _failure_counter(weakref.ref(pool))\n",
+        (Edit(DJANGO_BACKEND, "    driver.on_query_timeout = pool.record_failure\n",
               "    pass\n"),),
         ("tests/django/test_django_backend.py::"
          "test_a_statement_past_query_timeout_counts_against_its_endpoint",),

@@ -84,6 +84,21 @@ def _bounded(gen: Generator[Any, Any, RV], deadline: float, what: str
         return result
 
 
+class _Settles:
+    """A bound of :class:`_Bounds` (kept in the slot named with a leading ``_``):
+    setting it settles ``native`` again."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, bounds: _Bounds | None, owner: type | None = None) -> Any:
+        return self if bounds is None else getattr(bounds, self.slot)
+
+    def __set__(self, bounds: _Bounds, value: float | None) -> None:
+        setattr(bounds, self.slot, value)
+        bounds._settle()
+
+
 class _Bounds:
     """What bounds a connection's waits: a per-statement timeout, or a one-shot
     deadline (a ping), and who to tell when one expires.
@@ -94,30 +109,14 @@ class _Bounds:
     :func:`_bound` (a deadline is set, or psycopg 3.2)."""
 
     __slots__ = ("_deadline", "_query_timeout", "native", "on_timeout")
+    query_timeout = _Settles()
+    deadline = _Settles()
 
     def __init__(self) -> None:
         self._query_timeout: float | None = None
         self._deadline: float | None = None
         self.native: float | None = None
         self.on_timeout: Callable[[], None] | None = None
-
-    @property
-    def query_timeout(self) -> float | None:
-        return self._query_timeout
-
-    @query_timeout.setter
-    def query_timeout(self, value: float | None) -> None:
-        self._query_timeout = value
-        self._settle()
-
-    @property
-    def deadline(self) -> float | None:
-        return self._deadline
-
-    @deadline.setter
-    def deadline(self, value: float | None) -> None:
-        self._deadline = value
-        self._settle()
 
     def _settle(self) -> None:
         if self._deadline is not None or (self._query_timeout and not _NATIVE_BOUND):

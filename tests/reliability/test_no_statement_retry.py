@@ -222,8 +222,10 @@ def test_a_ping_is_bounded_without_a_query_timeout_and_statements_are_free_after
             bounded_ping(conn, 0.2, lambda: conn.execute("SELECT pg_sleep(1.5)"))
         assert conn.closed  # its state was unknown: ended
         conn = driver.connect(ep, 2.0)
-        bounded_ping(conn, 0.2, lambda: conn.execute(""))
-        conn.execute("SELECT pg_sleep(0.4)")  # longer than the ping's bound: not its
+        ping_timeout = 1.0  # (generous: a busy machine answers an empty query in time)
+        bounded_ping(conn, ping_timeout, lambda: conn.execute(""))
+        # longer than the ping's bound, which ended with the ping
+        conn.execute("SELECT pg_sleep(%s)", [ping_timeout + 0.5])
         assert not conn.closed
     finally:
         conn.close()

@@ -15,7 +15,7 @@ refused and every statement that goes through a Django cursor (ORM and raw
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,7 +50,6 @@ from zonal_core.options import env_values
 from zonal_core.pool import CorePool
 from zonal_core.psycopg_driver import PsycopgDriver
 from zonal_core.state import PooledConnection
-from zonal_core.topology import Endpoint
 from zonal_django import conf, pools
 from zonal_django.backends.postgresql.creation import DatabaseCreation
 from zonal_django.direct import connect_direct
@@ -344,19 +343,11 @@ def _build_pool(plan: conf.Plan, conn_params: dict[str, Any]) -> CorePool:
         install_sigterm_handler()
     driver = PsycopgDriver(params, plan.config)
     pool = CorePool(driver, plan.config)
-    # A statement past query_timeout counts against its endpoint: armed once per
-    # connection, when it is opened. The callback holds the pool weakly (the pool
-    # holds the driver) and never a wrapper.
-    driver.on_query_timeout = _failure_counter(weakref.ref(pool))
+    # A statement past query_timeout counts against its endpoint: the driver arms each
+    # connection once, when it opens it (as SQLAlchemy's connect path does); the
+    # callback goes to the pool, never to a wrapper.
+    driver.on_query_timeout = pool.record_failure
     return pool
-
-
-def _failure_counter(pool: weakref.ref[CorePool]) -> Callable[[Endpoint], None]:
-    def count(endpoint: Endpoint) -> None:
-        alive = pool()
-        if alive is not None:
-            alive.record_failure(endpoint)
-    return count
 
 
 def _snapshot(value: Any) -> Any:
