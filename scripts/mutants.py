@@ -127,8 +127,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "pre-ping-never",
         "pre_ping never pings, however long a connection sat idle",
-        (Edit(STATE, "if (cfg.pre_ping and now - rec.last_used > cfg.ping_bypass) or (",
-              "if (cfg.pre_ping and False) or ("),
+        (Edit(STATE, "            if cfg.pre_ping and now - rec.last_used > cfg.ping_bypass:",
+              "            if cfg.pre_ping and False:"),
          Edit(STATE, "ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)",
               "ping=cfg.pre_ping and False)")),
         core("test_pool.py"),
@@ -136,8 +136,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "ping-bypass-ignored",
         "pre_ping pings even a connection used a moment ago (ping_bypass ignored)",
-        (Edit(STATE, "if (cfg.pre_ping and now - rec.last_used > cfg.ping_bypass) or (",
-              "if (cfg.pre_ping and now - rec.last_used >= 0) or ("),
+        (Edit(STATE, "            if cfg.pre_ping and now - rec.last_used > cfg.ping_bypass:",
+              "            if cfg.pre_ping and now - rec.last_used >= 0:"),
          Edit(STATE, "ping=cfg.pre_ping and now - rec.last_used > cfg.ping_bypass)",
               "ping=cfg.pre_ping and now - rec.last_used >= 0)")),
         core("test_pool.py"),
@@ -193,6 +193,22 @@ MUTANTS: tuple[Mutant, ...] = (
         (Edit(STATE, "if now < self._stuck_until and not self._closing",
               "if self._stuck_until > -_INF and not self._closing"),),
         core("test_line_up_skip.py"),
+    ),
+    Mutant(
+        "fast-steps-miss-a-nearer-deadline",
+        "a fast checkin that brings the reaping deadline forward leaves the fast steps' "
+        "own deadline where it was",
+        (Edit(STATE, "                if due < self._fast_until:  # noqa: PLR1730\n"
+                     "                    self._fast_until = due\n",
+              "                pass\n"),),
+        core("test_fast_steps.py"),
+    ),
+    Mutant(
+        "fast-steps-while-watching-leaks",
+        "the fast checkout runs with leak_threshold set (unstamped, unwatched)",
+        (Edit(STATE, "                or cfg.leak_threshold is not None or self._watched):",
+              "                or self._watched):"),),
+        core("test_fast_steps.py"),
     ),
     Mutant(
         "interrupted-in-line-stays",

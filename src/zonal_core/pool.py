@@ -98,7 +98,7 @@ class CorePool(PoolBase):
         Raises :class:`~zonal_core.errors.PoolTimeout`,
         :class:`~zonal_core.errors.NoHealthyZone` or the driver's auth error.
         """
-        rec = self._fast_checkout()
+        rec = self._state.fast_checkout()
         if rec is not None:
             return rec
         return self._checkout(timeout)
@@ -211,7 +211,7 @@ class CorePool(PoolBase):
                         discard = "invalidated"
                 except Exception:
                     discard = "invalidated"
-            if discard is None and self._fast_checkin(rec):
+            if discard is None and self._state.fast_checkin(rec):
                 return
         self._close_all(self._checkin_plan(rec, discard))
 

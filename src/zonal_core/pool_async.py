@@ -82,7 +82,7 @@ class AsyncCorePool(PoolBase):
 
     async def getconn(self, timeout: float | None = None) -> PooledConnection:
         """Check a connection out, waiting at most ``timeout`` (default: config's)."""
-        rec = self._fast_checkout()
+        rec = self._state.fast_checkout()
         if rec is not None:
             return rec
         t = check_timeout(timeout, self.config.timeout)
@@ -175,7 +175,7 @@ class AsyncCorePool(PoolBase):
                         discard = "invalidated"
                 except Exception:
                     discard = "invalidated"
-            if discard is None and self._fast_checkin(rec):
+            if discard is None and self._state.fast_checkin(rec):
                 return
         await self._close_all(self._checkin_plan(rec, discard))
 

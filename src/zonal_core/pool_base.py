@@ -46,7 +46,8 @@ class PoolBase:
         self._concurrent = bool(getattr(self.clock, "concurrent", True))
         self.backoff = backoff or Backoff()
         self._now = self.clock.now  # (read on every checkout and checkin)
-        self._state = PoolState(config, jitter=jitter, health=health, now=self.clock.now())
+        self._state = PoolState(config, jitter=jitter, health=health, now=self.clock.now(),
+                                clock=self._now)
         _LIVE_POOLS.add(self)
 
     # -- read-only views ------------------------------------------------------
@@ -113,18 +114,6 @@ class PoolBase:
 
     # -- decisions shared by both runners ------------------------------------
 
-    def _fast_checkout(self) -> PooledConnection | None:
-        """The common checkout in one locked step (see ``PoolState.fast_checkout``);
-        None: take the checkout flow."""
-        state = self._state
-        if state.waiters:
-            return None  # (read unlocked, a hint: a saturated pool skips a lock round)
-        with state.lock:
-            rec = state.fast_checkout(self._now())
-        if rec is not None and state.config.leak_threshold is not None:
-            self._stamp(rec)
-        return rec
-
     def _line_up(self, waiter: Waiter) -> list[PooledConnection] | None:
         """A checkout that found no idle connection, when others wait: behind them
         in one locked step (see ``PoolState.line_up``); what to close. None: take the
@@ -141,13 +130,6 @@ class PoolBase:
         was handed to it meanwhile goes back. What to close outside the lock."""
         with self._state.lock:
             return self._state.leave(waiter, self._now())
-
-    def _fast_checkin(self, rec: PooledConnection) -> bool:
-        """The common checkin in one locked step (see ``PoolState.fast_checkin``);
-        False: nothing done, take :meth:`_checkin_plan`."""
-        state = self._state
-        with state.lock:
-            return state.fast_checkin(rec, self._now())
 
     def _checkin_plan(self, rec: PooledConnection, discard: str | None
                       ) -> list[PooledConnection]:

@@ -14,6 +14,7 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from zonal_core.clock import Jitter
@@ -21,12 +22,13 @@ from zonal_core.config import ZonalConfig
 from zonal_core.errors import NoHealthyZone, PoolClosed, PoolTimeout
 from zonal_core.health import EndpointHealth, HealthPolicy, HealthState, hedge_delay
 from zonal_core.routing import RouteEntry, RouteMode, panic_key, rank_zones
-from zonal_core.stats import PoolStats, ZoneCounters, ZoneStats
+from zonal_core.stats import Histogram, PoolStats, ZoneCounters, ZoneStats
 from zonal_core.topology import Endpoint, Zone
 
 __all__ = ["Grant", "PoolState", "PooledConnection", "Slot", "Waiter", "process_id"]
 
 _INF = float("inf")
+_FOLD_AT = Histogram.FOLD_AT
 
 # Connections a forked child inherited from its parent. They stay referenced and are
 # never closed: closing (or garbage collection, through the driver) would send a
@@ -123,7 +125,7 @@ class Waiter:
 
 class _ZoneRuntime:
     __slots__ = ("counters", "endpoints", "idle", "invalid_before", "lent", "name", "opening",
-                 "removed", "spec")
+                 "removed", "spec", "use_pending")
 
     def __init__(self, spec: Zone) -> None:
         self.spec = spec
@@ -135,6 +137,8 @@ class _ZoneRuntime:
         self.removed = False
         self.invalid_before = -_INF
         self.counters = ZoneCounters()
+        # (the use-time values a fast checkin leaves for the histogram's next fold)
+        self.use_pending = self.counters.use_time.pending
 
     @property
     def size(self) -> int:
@@ -162,8 +166,11 @@ class PoolState:
     """Per-zone LIFO idle stacks, caps, FIFO waiters, health and counters."""
 
     def __init__(self, config: ZonalConfig, *, jitter: Jitter | None = None,
-                 health: HealthPolicy | None = None, now: float = 0.0) -> None:
+                 health: HealthPolicy | None = None, now: float = 0.0,
+                 clock: Callable[[], float] | None = None) -> None:
         self.lock = threading.Lock()
+        # What the fast steps read under the lock when not given the time.
+        self.clock: Callable[[], float] = clock or (lambda: now)
         self.config = config
         self.jitter = jitter or Jitter()
         self.health = health or HealthPolicy()
@@ -176,10 +183,15 @@ class PoolState:
         self.last_op = now
         self.opening_total = 0
         self._next_id = 1
-        self._next_reap = _INF
+        self._reap_due = _INF
         self._route: list[RouteEntry] = []
         self._route_valid_until = -_INF
         self._fast_zone: _ZoneRuntime | None = None  # first in the route, if it serves
+        # Until then the fast steps may run: the route valid, its first zone serving,
+        # nothing to reap or to close, the pool open, no leak watch, no zone above
+        # pool_size (-inf: none may).
+        self._fast_until = -_INF
+        self._oversized = False  # a reconfigure left a zone above pool_size
         # Every zone of the route NORMAL or FALLBACK: what a checkout can be given then
         # changes only by an event (a checkin, a connect, a failure...), never by time
         # alone (a probe's turn or a panic's order do).
@@ -211,13 +223,38 @@ class PoolState:
         own counts: checkouts and checkins keep one count each, not two.)"""
         return sum(z.lent for z in self.zones.values())
 
+    @property
+    def _next_reap(self) -> float:
+        """When an idle connection is next due to be reaped."""
+        return self._reap_due
+
+    @_next_reap.setter
+    def _next_reap(self, due: float) -> None:
+        self._reap_due = due
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Recompute ``_fast_until`` from what it stands for (see ``__init__``)."""
+        cfg = self.config
+        if self._oversized:  # (until a reconfigure's smaller pool_size is met)
+            self._oversized = any(z.size > cfg.pool_size for z in self.zones.values())
+        if (self._fast_zone is None or self.closed or self._closing or self._oversized
+                or cfg.leak_threshold is not None or self._watched):
+            self._fast_until = -_INF
+        else:
+            valid, due = self._route_valid_until, self._reap_due
+            self._fast_until = valid if valid < due else due
+
     def _flush(self) -> list[PooledConnection]:
         out, self._closing = self._closing, []
+        if out:
+            self._refresh_fast()
         return out
 
     def _close(self, z: _ZoneRuntime, rec: PooledConnection, reason: str) -> None:
         z.counters.closes[reason] += 1
         self._closing.append(rec)
+        self._fast_until = -_INF  # (the closes go back through the flow)
 
     def _close_idle_where(self, z: _ZoneRuntime, reason: str, pred: Any = None) -> None:
         keep: list[PooledConnection] = []
@@ -298,6 +335,7 @@ class PoolState:
         route, valid_until = self._rank(now)
         self._route, self._route_valid_until = route, valid_until
         self._fast_zone = self.zones[route[0].zone.name] if route and route[0].serves else None
+        self._refresh_fast()
         self._route_timeless = all(e.mode is RouteMode.NORMAL or e.mode is RouteMode.FALLBACK
                                    for e in route)
         self._note_preferred(route)
@@ -329,7 +367,7 @@ class PoolState:
                     self._close_idle_where(z, "failback")
 
     def _invalidate_route(self) -> None:
-        self._route_valid_until = -_INF
+        self._route_valid_until = self._fast_until = -_INF
 
     def _unstick(self) -> None:
         """Something may have changed what the line can be given: the next checkout
@@ -398,84 +436,99 @@ class PoolState:
         self._dispatch(now)
         return self._flush()
 
-    def fast_checkout(self, now: float) -> PooledConnection | None:
-        """The common case in one step: an idle connection of the preferred zone
-        that needs no ping, nobody waiting, nothing to reap. None: take the flow."""
-        if now >= self._route_valid_until:
-            self.route(now)  # (a failback it causes leaves closes: the flow takes over)
-        z = self._fast_zone
-        if z is None:
-            return None
-        idle = z.idle
-        cfg = self.config
-        if (not idle or self.waiters or self.closed or self._closing
-                or now >= self._next_reap or now - self.last_op > cfg.max_idle):
-            return None
-        rec = idle[-1]
-        if (cfg.pre_ping and now - rec.last_used > cfg.ping_bypass) or (
-                rec.created_at <= z.invalid_before or rec.generation != self.generation):
-            return None
-        idle.pop()
-        self.last_op = now
-        z.lent += 1
-        rec.lent_at = now
-        # (waited 0: counted in wait_time's snapshot as checkouts minus observed waits)
-        z.counters.checkouts += 1
-        if cfg.leak_threshold is not None:
-            self._watch(rec, now)
-        return rec
+    def fast_checkout(self, now: float | None = None) -> PooledConnection | None:
+        """The common case in one locked step (it takes the lock and, unless given
+        ``now``, reads the clock under it): an idle connection of the preferred zone
+        that needs no ping, nobody waiting, nothing to reap, no leak watch. None: take
+        the flow."""
+        if self.waiters:
+            return None  # (read unlocked, a hint: a saturated pool skips a lock round)
+        with self.lock:
+            if now is None:
+                now = self.clock()
+            if now >= self._fast_until:
+                self.route(now)  # (cached: a new one only when due)
+                if now >= self._fast_until:
+                    return None
+            z: _ZoneRuntime = self._fast_zone  # type: ignore[assignment]  # (not None then)
+            idle = z.idle
+            # (no suspend check: a gap past max_idle since the last operation is past
+            # every idle connection's reaping deadline, so past _fast_until too; no
+            # generation or zone-invalidation check: whatever a fork, a drain or an
+            # invalidation makes stale is closed there, and no checkin puts it back)
+            if not idle or self.waiters:
+                return None
+            rec = idle.pop()
+            cfg = self.config
+            if cfg.pre_ping and now - rec.last_used > cfg.ping_bypass:
+                idle.append(rec)  # (to ping: the flow's)
+                return None
+            self.last_op = now
+            z.lent += 1
+            rec.lent_at = now
+            # (waited 0: counted in wait_time's snapshot as checkouts minus observed waits)
+            z.counters.checkouts += 1
+            return rec
 
-    def fast_checkin(self, rec: PooledConnection, now: float) -> bool:
-        """The common checkin in one step: back onto the idle stack of the preferred
-        zone, or straight to the first checkout in line; nothing to reap or retire.
-        False: take :meth:`release`."""
-        lent_at = rec.lent_at
-        if now >= self._route_valid_until:
-            self.route(now)
-        z = self._fast_zone
-        if lent_at is None or z is None or rec.zone != z.name:
-            return False
-        cfg = self.config
-        idle = z.idle
-        expires_at = rec.expires_at
-        waiters = self.waiters
-        if (self.closed or self._closing or self._watched
-                or now >= self._next_reap or now >= expires_at
-                or now - self.last_op > cfg.max_idle
-                # (a connection lent before a fork is of an older generation: the
-                # fork hook moves it on; the fast zone is never a removed one)
-                or rec.generation != self.generation
-                or rec.created_at <= z.invalid_before
-                or len(idle) + z.lent + z.opening > cfg.pool_size
-                # (checkouts in line: only a one-zone pool, full, with nothing idle)
-                or (waiters and (idle or len(self.zones) > 1
-                                 or z.lent + z.opening != cfg.pool_size))):
-            return False
-        self.last_op = now
-        z.counters.use_time.observe(now - lent_at)
-        rec.last_used = now
-        if waiters:
-            # What release() does, in one step: the connection tops the empty idle
-            # stack and the first checkout in line takes it (just used: no ping). It
-            # stays lent, to that checkout, counted here. Nobody behind it can be
-            # served then (no room, no other zone), so the rest of the line stays as
-            # it is. (With more zones the next in line may get a slot elsewhere, which
-            # may close an idle connection: release() does that, and returns what to
-            # close.)
-            w = waiters.popleft()
-            w.queued = False
-            self._hand_over(w, Grant(record=rec), now)
+    def fast_checkin(self, rec: PooledConnection, now: float | None = None) -> bool:
+        """The common checkin in one locked step (as :meth:`fast_checkout`): back onto
+        the idle stack of the preferred zone, or straight to the first checkout in
+        line; nothing to reap or retire. False: take :meth:`release`."""
+        with self.lock:
+            if now is None:
+                now = self.clock()
+            lent_at = rec.lent_at
+            if now >= self._fast_until:
+                self.route(now)  # (cached: a new one only when due)
+                if now >= self._fast_until:
+                    return False
+            z: _ZoneRuntime = self._fast_zone  # type: ignore[assignment]  # (not None then)
+            if lent_at is None or rec.zone != z.name:
+                return False
+            cfg = self.config
+            idle = z.idle
+            expires_at = rec.expires_at
+            waiters = self.waiters
+            if (now >= expires_at or now - self.last_op > cfg.max_idle
+                    # (a connection lent before a fork is of an older generation: the
+                    # fork hook moves it on; the fast zone is never a removed one)
+                    or rec.generation != self.generation
+                    or rec.created_at <= z.invalid_before
+                    # (checkouts in line: only a one-zone pool, full, with nothing idle)
+                    or (waiters and (idle or len(self.zones) > 1
+                                     or z.lent + z.opening != cfg.pool_size))):
+                return False
+            self.last_op = now
+            # (folded into the histogram in batches: see Histogram.pending)
+            pending = z.use_pending
+            pending.append(now - lent_at)
+            if len(pending) >= _FOLD_AT:
+                z.counters.use_time.fold()
+            rec.last_used = now
+            if waiters:
+                # What release() does, in one step: the connection tops the empty idle
+                # stack and the first checkout in line takes it (just used: no ping). It
+                # stays lent, to that checkout, counted here. Nobody behind it can be
+                # served then (no room, no other zone), so the rest of the line stays as
+                # it is. (With more zones the next in line may get a slot elsewhere, which
+                # may close an idle connection: release() does that, and returns what to
+                # close.)
+                w = waiters.popleft()
+                w.queued = False
+                self._hand_over(w, Grant(record=rec), now)
+                return True
+            rec.lent_at = None
+            z.lent -= 1
+            idle.append(rec)
+            # min(next_reap, now + max_idle, expires_at) without min()'s call: hot path
+            due = now + cfg.max_idle
+            if expires_at < due:  # noqa: PLR1730
+                due = expires_at
+            if due < self._reap_due:
+                self._reap_due = due
+                if due < self._fast_until:  # noqa: PLR1730
+                    self._fast_until = due
             return True
-        rec.lent_at = None
-        z.lent -= 1
-        idle.append(rec)
-        # min(next_reap, now + max_idle, expires_at) without min()'s call: hot path
-        due = now + cfg.max_idle
-        if expires_at < due:  # noqa: PLR1730
-            due = expires_at
-        if due < self._next_reap:  # noqa: PLR1730
-            self._next_reap = due
-        return True
 
     def _enqueue(self, waiter: Waiter, *, front: bool) -> None:
         waiter.queued = True
@@ -921,6 +974,7 @@ class PoolState:
         """Close the pool: idle connections now, lent ones at checkin; wake waiters."""
         self._unstick()
         self.closed = True
+        self._fast_until = -_INF
         for z in self.zones.values():
             self._close_idle_where(z, "shutdown")
         for w in list(self.waiters):
@@ -961,6 +1015,7 @@ class PoolState:
                     new[name] = z  # kept until its borrowed connections come back
         self.zones = new
         self.config = config
+        self._oversized = any(z.size > config.pool_size for z in new.values())
         self._static_rank = _static_rank(config)
         for z in new.values():
             extra = min(z.size - config.pool_size, len(z.idle))
@@ -987,6 +1042,7 @@ class PoolState:
         self.opening_total = 0
         self.waiters.clear()
         self._closing = []
+        self._refresh_fast()
         self._watched.clear()
         self.leaks.clear()
         self.generation += 1

@@ -220,6 +220,8 @@ class ZonalPool(Pool):
                                         zconnect.driver_of(dialect))
         self._clock = clock
         self._core = self._core_class(_RecordDriver(self), _zonal_config, clock=clock)
+        # (the core's one-step checkout and checkin, bound once: read on every one)
+        self._take, self._give = self._core._state.fast_checkout, self._core._state.fast_checkin
         if _zonal_config.serverless:
             # A serverless runtime may freeze or destroy the sandbox right after
             # SIGTERM: close idle connections first (main thread only; chains).
@@ -256,8 +258,7 @@ class ZonalPool(Pool):
         return invoke
 
     def _do_get(self) -> _ConnectionRecord:
-        core = self._core
-        pooled = core._fast_checkout()  # (the common case, without getconn's call)
+        pooled = self._take()  # (the common case, without getconn's call)
         if pooled is None:
             pooled = self._get_slow()
         rec: _ConnectionRecord = pooled.raw
@@ -282,11 +283,10 @@ class ZonalPool(Pool):
             return
         # (= record._is_hard_or_soft_invalidated(): zonal never sets the pool-wide
         # _invalidate_time, it invalidates zones in the core instead)
-        core = self._core
         if record.dbapi_connection is None or record._soft_invalidate_time > record.starttime:
-            core.putconn(pooled, reset=False, discard="invalidated")
-        elif not core._fast_checkin(pooled):  # (SQLAlchemy has reset it already)
-            core.putconn(pooled, reset=False)
+            self._core.putconn(pooled, reset=False, discard="invalidated")
+        elif not self._give(pooled):  # (SQLAlchemy has reset it already)
+            self._core.putconn(pooled, reset=False)
 
     # (SQLAlchemy's Pool._return_conn only calls _do_return_conn: a call less per checkin)
     _return_conn = _do_return_conn

@@ -220,7 +220,7 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             self._zonal_policy = None
         else:
             pool = pools.get_pool(self.alias, plan.fingerprint, _build_pool, plan, conn_params)
-            rec = pool._fast_checkout()  # (the common case, without getconn's call)
+            rec = pool._state.fast_checkout()  # (the common case, without getconn's call)
             if rec is None:
                 try:
                     rec = pool._checkout()
