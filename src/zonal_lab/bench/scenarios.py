@@ -171,21 +171,23 @@ def _target(ratio: float | None, goal: float, *, higher_is_better: bool, why: st
 
 
 _DJANGO_PYTHON = (
-    "per request zonal_django runs more Python than Django's pool (breakdown section "
-    "5, bytecodes per request): the core's checkout and checkin keep per-zone counts, "
-    "lifetimes and the use-time histogram; each connect checks that the settings, "
-    "time zone, connection parameters and zonal's environment variables are unchanged "
-    "(Django's pool is built once); each checkin checks the connection (fork, status, "
-    "transaction state); and the time zone of each checkout is checked (Django's pool "
-    "sets it once per connection)")
+    "per request zonal_django runs no more Python than Django's pool (breakdown section "
+    "5, bytecodes per request), but more of its work is C calls that count as single "
+    "bytecodes: each connect checks that the settings, time zone, connection "
+    "parameters and zonal's environment variables are unchanged (Django's pool is "
+    "built once), each checkout reads the time zone the server reported (Django's "
+    "pool sets it once per connection), and the core reads the clock on checkout and "
+    "on checkin")
 
 MISSED_BECAUSE = {
     "overhead": (
         "SQLAlchemy's own checkout and checkin (fairy, record, reset) are the same for "
-        "both pools; zonal's part takes the pool's lock and reads the clock on checkout "
-        "and on checkin, checks route, lifetime, idle time and generation on each and "
-        "keeps per-zone counts and the use-time histogram, where QueuePool's queue only "
-        "pops and pushes (breakdown section 5: the bytecodes of each)"),
+        "both pools; zonal's part reads the clock on checkout and on checkin (QueuePool "
+        "reads none), checks on each the deadline of its fast steps (the route's "
+        "validity, the next reaping) and on checkin the connection's lifetime, the idle "
+        "gap and the generation, and counts the checkout and the time in use per zone, "
+        "where QueuePool's queue only pops and pushes (breakdown section 5: the bytecodes "
+        "of each)"),
     "throughput": (
         "with no more threads than connections a request never waits: zonal's checkout "
         "and checkin add under a microsecond of Python (the overhead scenario) to a "
