@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from zonal_lab import bench
-from zonal_lab.bench import report, scenarios, subjects
+from zonal_lab.bench import report, scenarios, subjects, workload
 from zonal_lab.binaries import find_pgbouncer
 from zonal_lab.pytest_plugin import LabFactory, require_module
 
@@ -292,16 +292,45 @@ def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
     assert "ZonalPool (SQLAlchemy) vs SQLAlchemy QueuePool: " in text
 
 
-def test_fairness_judges_the_rounds_p99_against_the_aa_pair() -> None:
+def test_fairness_judges_the_time_waited_and_names_what_the_request_p99_leaves_out(
+) -> None:
     f = scenarios._fairness
-    assert f([], [1.0], []) == "p99 not measured"
-    z, qp, aa = [10.0, 11.0, 10.5, 10.2, 10.8], [100.0, 90.0, 120.0, 95.0, 99.0], [
-        10.1, 11.2, 10.4, 10.0, 10.9]
-    said = f(z, qp, aa)
-    assert said.startswith("p99 10.5 vs QueuePool's 99 ms (medians of the rounds' p99): ")
-    assert "better than QueuePool's p99" in said and "beyond the A/A spread" in said
-    worse = f(qp, z, [x * 1.02 for x in qp])
-    assert "WORSE than QueuePool's p99" in worse
+    assert f({}, {}) == "p99 wait not measured"
+    # FIFO: every request waits about 10 ms; the barging peer: most wait nothing, 10
+    # requests in 2,000 (0.5%) wait 1.5 s, the whole measure
+    fifo = [8.0 + (i % 5) for i in range(2000)]
+    barging = [0.01] * 1990 + [1500.0] * 10
+    tails = {"zonal": [11.0, 12.0, 11.5, 11.8, 12.2], "queuepool": [1500.0] * 5,
+             "zonal_aa": [11.2, 12.1, 11.4, 11.9, 12.0]}
+    said = f(tails, {"zonal": fifo, "queuepool": barging})
+    assert said.startswith("p99 wait by time waited 11.8 vs QueuePool's 1,500 ms")
+    assert "better than QueuePool's" in said and "beyond the A/A spread" in said
+    assert "per request, p99 wait 12 vs 0.01 ms, longest wait 12 vs 1,500 ms" in said
+    assert ("leaves out its 10 requests that waited longer than ZonalPool's longest "
+            "(0.50% of its requests") in said
+    # the other way round: worse, and nothing left out to name
+    worse = f({"zonal": [1500.0] * 5, "queuepool": tails["zonal"],
+               "zonal_aa": [1490.0, 1510.0, 1500.0, 1505.0, 1495.0]},
+              {"zonal": barging, "queuepool": fifo})
+    assert "WORSE than QueuePool's" in worse and "leaves out" not in worse
     # a 3% gap against an A/A pair 20% apart: not shown
-    assert "no difference" in f([10.3, 9.7, 10.3, 9.7, 10.3], [10.0] * 5,
-                                [12.0, 8.0, 12.0, 8.0, 12.0])
+    assert "no difference" in f({"zonal": [10.3, 9.7, 10.3, 9.7, 10.3],
+                                 "queuepool": [10.0] * 5,
+                                 "zonal_aa": [12.0, 8.0, 12.0, 8.0, 12.0]},
+                                {"zonal": fifo, "queuepool": fifo})
+
+
+def test_time_weighted_percentile_counts_a_wait_for_its_time() -> None:
+    twp = workload.time_weighted_percentile
+    assert twp([], 99) is None and twp([0.0, 0.0], 99) is None
+    # one wait of 1,000 among 999 of 1: a request p99 of 1, yet the long wait is half
+    # of all the time waited
+    waits = [1.0] * 999 + [1000.0]
+    assert workload.percentile(waits, 99) == 1.0
+    assert twp(waits, 99) == 1000.0
+    assert twp(waits, 40) == 1.0
+    # equal waits: every percentile is that wait
+    assert twp([5.0] * 100, 99) == 5.0 and twp([5.0] * 100, 1) == 5.0
+    # the smallest value at which the running sum reaches q% of the total (6 of 10)
+    assert twp([4.0, 1.0, 3.0, 2.0], 60) == 3.0
+    assert twp([4.0, 1.0, 3.0, 2.0], 61) == 4.0

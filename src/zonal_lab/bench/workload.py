@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Run", "Sample", "percentile", "rotated", "run_workload"]
+__all__ = ["Run", "Sample", "percentile", "rotated", "run_workload", "time_weighted_percentile"]
 
 T = TypeVar("T")
 
@@ -81,6 +81,24 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+def time_weighted_percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``values`` weighted by themselves: the smallest value
+    such that the values up to it make ``q``% of their sum. For waits: ``q``% of all
+    the time clients spent waiting was in waits at most this long. Unlike a
+    percentile of the requests, a client starved for the whole measure counts for its
+    time, not as one request among thousands (None when empty or all zero)."""
+    ordered = sorted(values)
+    total = sum(ordered)
+    if not ordered or total <= 0:
+        return None
+    goal, acc = q / 100 * total, 0.0
+    for v in ordered:
+        acc += v
+        if acc >= goal:
+            return v
+    return ordered[-1]
 
 
 def median(values: Sequence[float]) -> float | None:
