@@ -295,14 +295,14 @@ def test_breakdown_measures_cpu_per_request_and_each_pools_parts() -> None:
 def test_fairness_judges_the_time_waited_and_names_what_the_request_p99_leaves_out(
 ) -> None:
     f = scenarios._fairness
-    assert f({}, {}) == "p99 wait not measured"
+    assert f({}, {}, saturated=True) == "p99 wait not measured"
     # FIFO: every request waits about 10 ms; the barging peer: most wait nothing, 10
     # requests in 2,000 (0.5%) wait 1.5 s, the whole measure
     fifo = [8.0 + (i % 5) for i in range(2000)]
     barging = [0.01] * 1990 + [1500.0] * 10
     tails = {"zonal": [11.0, 12.0, 11.5, 11.8, 12.2], "queuepool": [1500.0] * 5,
              "zonal_aa": [11.2, 12.1, 11.4, 11.9, 12.0]}
-    said = f(tails, {"zonal": fifo, "queuepool": barging})
+    said = f(tails, {"zonal": fifo, "queuepool": barging}, saturated=True)
     assert said.startswith("p99 wait by time waited 11.8 vs QueuePool's 1,500 ms")
     assert "better than QueuePool's" in said and "beyond the A/A spread" in said
     assert "per request, p99 wait 12 vs 0.01 ms, longest wait 12 vs 1,500 ms" in said
@@ -311,13 +311,25 @@ def test_fairness_judges_the_time_waited_and_names_what_the_request_p99_leaves_o
     # the other way round: worse, and nothing left out to name
     worse = f({"zonal": [1500.0] * 5, "queuepool": tails["zonal"],
                "zonal_aa": [1490.0, 1510.0, 1500.0, 1505.0, 1495.0]},
-              {"zonal": barging, "queuepool": fifo})
+              {"zonal": barging, "queuepool": fifo}, saturated=True)
     assert "WORSE than QueuePool's" in worse and "leaves out" not in worse
     # a 3% gap against an A/A pair 20% apart: not shown
     assert "no difference" in f({"zonal": [10.3, 9.7, 10.3, 9.7, 10.3],
                                  "queuepool": [10.0] * 5,
                                  "zonal_aa": [12.0, 8.0, 12.0, 8.0, 12.0]},
-                                {"zonal": fifo, "queuepool": fifo})
+                                {"zonal": fifo, "queuepool": fifo}, saturated=True)
+    # a per-request p99 a hair worse, with no request of the peer's waiting longer
+    # than zonal's longest: nothing left out to name
+    even = f({"zonal": [1.0] * 5, "queuepool": [1.1] * 5, "zonal_aa": [1.0] * 5},
+             {"zonal": [0.02] * 99 + [0.03], "queuepool": [0.01] * 99 + [0.025]},
+             saturated=True)
+    assert "leaves out" not in even
+    # with no more threads than connections nothing waits for a connection: figures,
+    # no judgement
+    free = f(tails, {"zonal": fifo, "queuepool": barging}, saturated=False)
+    assert free.startswith("no more threads than connections, so no request waits")
+    assert "better" not in free and "WORSE" not in free and "leaves out" not in free
+    assert "longest wait 12 vs 1,500 ms" in free
 
 
 def test_time_weighted_percentile_counts_a_wait_for_its_time() -> None:

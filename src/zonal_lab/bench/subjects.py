@@ -90,6 +90,8 @@ class Subject:
     size: int = 0
     pool: Any = None  # the pool object, for what it counts itself (zonal's stats())
     _prefill: Callable[[int], None] | None = None  # a subject that opens its own way
+    lazy: bool = False
+    """True: ``checkout()`` takes no connection, the first query does (Django's way)."""
 
     def query(self, sql: str = "select 1") -> Any:
         """Check out, run ``sql``, return its first value, check in."""
@@ -341,7 +343,7 @@ def _django_subject(kind: str, name: str, t: BenchDatabase, db: dict[str, Any],
             with contextlib.suppress(Exception):
                 wrappers[0].close_pool()
 
-    return Subject(kind, name, checkout, close, settings)
+    return Subject(kind, name, checkout, close, settings, lazy=True)
 
 
 def _django_db(t: BenchDatabase, engine: str, options: dict[str, Any],
