@@ -8,9 +8,11 @@ table and the plots are written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -346,3 +348,43 @@ def test_time_weighted_percentile_counts_a_wait_for_its_time() -> None:
     # the smallest value at which the running sum reaches q% of the total (6 of 10)
     assert twp([4.0, 1.0, 3.0, 2.0], 60) == 3.0
     assert twp([4.0, 1.0, 3.0, 2.0], 61) == 4.0
+
+
+def test_held_saturation_counts_each_pools_failed_checkouts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the check reports, from the runs it gets (the lab run is the full bench's)
+    def run_of(waits_s: list[float], errors: int) -> workload.Run:
+        run = workload.Run(elapsed=12.0)
+        run.samples = [workload.Sample(start=0.0, took=w + 0.001, value=w) for w in waits_s]
+        run.samples += [workload.Sample(start=0.5, took=10.0, error="TimeoutError")
+                        for _ in range(errors)]
+        return run
+
+    runs = {"zonal": run_of([0.010, 0.0995], 0), "queuepool": run_of([0.0, 2.011], 48)}
+
+    class Fake:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+            self.settings = {"pool_timeout": 10}
+
+    @contextlib.contextmanager
+    def fake_subject(kind: str, target: object, **kw: object) -> Iterator[Fake]:
+        yield Fake(kind)
+
+    monkeypatch.setattr(scenarios, "_subject", fake_subject)
+    monkeypatch.setattr(scenarios, "_throughput",
+                        lambda s, threads, seconds, waits: runs[s.kind])
+
+    class Ctx:
+        def target(self, zones: object) -> None:
+            return None
+
+        def progress(self, line: str) -> None:
+            pass
+
+    said = scenarios._sustained(Ctx(), 16, 64, 12.0)  # type: ignore[arg-type]
+    assert said.startswith("Held past pool_timeout (10 s for both): 64 threads on 16 "
+                           "connections for 12 s")
+    assert "ZonalPool 0 req/s, 0 errors, longest wait of a request served 99.5 ms" in said
+    assert "QueuePool 0 req/s, 48 TimeoutError, longest wait of a request served 2,011 ms" \
+        in said

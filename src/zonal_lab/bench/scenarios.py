@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -342,7 +343,6 @@ def _waited(s: Subject, sql: str) -> float:
     return waited
 
 
-
 def preping(ctx: Context) -> Result:
     seconds = ctx.pick(0.4, 2.0)
     rounds = ctx.pick(5, 7)
@@ -452,19 +452,18 @@ def _fairness(tails: dict[str, list[float]], waits: dict[str, list[float]], *,
     zm, qm = median(z) or 0.0, median(qp) or 0.0
     zp, qpp = percentile(zw, 99) or 0.0, percentile(qw, 99) or 0.0
     zmax, qmax = max(zw), max(qw)
-    figures = (f"p99 wait by time waited {_ms(zm)} vs QueuePool's {_ms(qm)} ms (medians of "
-               f"the rounds'); per request, p99 wait {_ms(zp)} vs {_ms(qpp)} ms, longest "
-               f"wait {_ms(zmax)} vs {_ms(qmax)} ms")
+    by_time = (f"p99 wait by time waited {_ms(zm)} vs QueuePool's {_ms(qm)} ms (medians of "
+               "the rounds')")
+    per_request = (f"per request, p99 wait {_ms(zp)} vs {_ms(qpp)} ms, longest wait "
+                   f"{_ms(zmax)} vs {_ms(qmax)} ms")
     if not saturated:
         return ("no more threads than connections, so no request waits for a connection "
-                f"(a checkout's time is the pool's own steps): {figures}")
-    said = (f"p99 wait by time waited {_ms(zm)} vs QueuePool's {_ms(qm)} ms (medians of "
-            "the rounds')")
+                f"(a checkout's time is the pool's own steps): {by_time}; {per_request}")
+    said = by_time
     if qm:
         said += ": " + _judge(zm / qm, _per_round(z, qp), _per_round(aa, z),
                               higher_is_better=False, peer="QueuePool's")
-    said += (f"; per request, p99 wait {_ms(zp)} vs {_ms(qpp)} ms, longest wait "
-             f"{_ms(zmax)} vs {_ms(qmax)} ms")
+    said += f"; {per_request}"
     left = sum(1 for w in qw if w > zmax)
     if zp > qpp and zm < qm and left:
         said += (f": QueuePool's per-request p99 leaves out its {left:,} requests that "
@@ -475,24 +474,26 @@ def _fairness(tails: dict[str, list[float]], waits: dict[str, list[float]], *,
 
 
 def _sustained(ctx: Context, size: int, threads: int, seconds: float) -> str:
-    """ZonalPool and QueuePool saturated for longer than their ``pool_timeout`` (10 s):
+    """ZonalPool and QueuePool saturated for longer than their ``pool_timeout``:
     whether a thread is left waiting until its checkout fails."""
-    parts = []
+    parts: list[str] = []
+    timeouts: set[float] = set()
     for kind in ("zonal", "queuepool"):
         with _subject(kind, ctx.target(("a",)), size=size) as s:
             ctx.progress(f"throughput: direct, {threads} threads, {label_of(kind)}, "
                          f"{seconds:g} s, held past pool_timeout")
             run = _throughput(s, threads, seconds, waits=True)
-        kinds: dict[str, int] = {}
-        for e in run.errors():
-            kinds[e.error or "?"] = kinds.get(e.error or "?", 0) + 1
+        timeouts.add(float(s.settings["pool_timeout"]))
+        kinds = Counter(e.error or "?" for e in run.errors())
         failed = ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items())) or "0 errors"
         longest = max((x.value * 1e3 for x in run.ok()), default=0.0)
         parts.append(f"{'ZonalPool' if kind == 'zonal' else 'QueuePool'} "
                      f"{run.throughput():,.0f} req/s, {failed}, longest wait of a request "
                      f"served {_ms(longest)} ms")
-    return (f"Held past pool_timeout (10 s for both): {threads} threads on {size} "
-            f"connections for {seconds:g} s, direct, once each: " + "; ".join(parts)
+    timeout = " and ".join(f"{t:g} s" for t in sorted(timeouts))
+    return (f"Held past pool_timeout ({timeout}{' for both' if len(timeouts) == 1 else ''}): "
+            f"{threads} threads on {size} connections for {seconds:g} s, direct, once each: "
+            + "; ".join(parts)
             + " (a TimeoutError is a checkout that waited pool_timeout and failed).")
 
 

@@ -37,6 +37,10 @@ __all__ = [
     "missing",
 ]
 
+_POOL_TIMEOUT = 10
+"""Seconds every subject's checkout may wait for a connection before it fails
+(SQLAlchemy's ``pool_timeout``, psycopg_pool's and zonal's ``timeout``)."""
+
 
 @dataclass(frozen=True)
 class BenchDatabase:
@@ -201,7 +205,7 @@ def _zonal(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) ->
     from zonal_sqlalchemy import ZonalPool
 
     opts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
-                            "pool_pre_ping": ping, "pool_timeout": 10}
+                            "pool_pre_ping": ping, "pool_timeout": _POOL_TIMEOUT}
     if t.pgbouncer:
         opts["pgbouncer"] = "transaction"
     opts.update(failover)
@@ -227,11 +231,12 @@ def _queuepool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]
     params = _libpq_params(failover)
     connect_args = {"prepare_threshold": None} if t.pgbouncer else {}
     engine = create_engine(t.sqlalchemy_url(**params), pool_size=size, max_overflow=0,
-                           pool_pre_ping=ping, pool_timeout=10, connect_args=connect_args)
+                           pool_pre_ping=ping, pool_timeout=_POOL_TIMEOUT,
+                           connect_args=connect_args)
     name = label("queuepool") + (" + pre-ping" if ping else "")
     return _engine_subject("queuepool", name, engine,
                            {"pool_size": size, "max_overflow": 0, "pool_pre_ping": ping,
-                            **params, **connect_args})
+                            "pool_timeout": _POOL_TIMEOUT, **params, **connect_args})
 
 
 def _nullpool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]) -> Subject:
@@ -257,7 +262,7 @@ def _psycopg_pool(t: BenchDatabase, size: int, ping: bool, failover: dict[str, A
     if t.pgbouncer:
         kwargs["prepare_threshold"] = None
     pool = ConnectionPool(t.conninfo(**params), min_size=min(4, size), max_size=size,
-                          kwargs=kwargs, timeout=10, open=True,
+                          kwargs=kwargs, timeout=_POOL_TIMEOUT, open=True,
                           check=ConnectionPool.check_connection if ping else None)
 
     @contextlib.contextmanager
@@ -356,7 +361,8 @@ def _django_db(t: BenchDatabase, engine: str, options: dict[str, Any],
 def _django_pool_db(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any]
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(DATABASES entry, settings shown) of the django_pool subject."""
-    pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size, "timeout": 10}
+    pool_opts: dict[str, Any] = {"min_size": min(4, size), "max_size": size,
+                                 "timeout": _POOL_TIMEOUT}
     options: dict[str, Any] = {"pool": pool_opts, **_libpq_params(failover)}
     if t.pgbouncer:
         options["prepare_threshold"] = None
@@ -370,7 +376,7 @@ def _zonal_django_db(t: BenchDatabase, size: int, ping: bool, failover: dict[str
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(DATABASES entry, settings shown) of the zonal_django subject."""
     zopts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
-                             "timeout": 10, **failover}
+                             "timeout": _POOL_TIMEOUT, **failover}
     if t.pgbouncer:
         zopts["pgbouncer"] = "transaction"
     db = _django_db(t, "zonal_django.backends.postgresql", {"zonal": zopts}, ping)
@@ -400,7 +406,7 @@ def _zonal_core(t: BenchDatabase, size: int, ping: bool, failover: dict[str, Any
     from zonal_core.psycopg_driver import PsycopgDriver
 
     opts: dict[str, Any] = {"zones": dict(t.zones), "local_zone": t.local, "pool_size": size,
-                            "timeout": 10, "pre_ping": ping, **failover}
+                            "timeout": _POOL_TIMEOUT, "pre_ping": ping, **failover}
     if t.pgbouncer:
         opts["pgbouncer"] = "transaction"
     config = build_config(opts, environ={})

@@ -13,8 +13,10 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, TypeVar
 
 __all__ = ["Run", "Sample", "percentile", "rotated", "run_workload", "time_weighted_percentile"]
@@ -90,15 +92,10 @@ def time_weighted_percentile(values: Sequence[float], q: float) -> float | None:
     percentile of the requests, a client starved for the whole measure counts for its
     time, not as one request among thousands (None when empty or all zero)."""
     ordered = sorted(values)
-    total = sum(ordered)
-    if not ordered or total <= 0:
+    running = list(accumulate(ordered))  # the sum of the values up to each
+    if not running or running[-1] <= 0:
         return None
-    goal, acc = q / 100 * total, 0.0
-    for v in ordered:
-        acc += v
-        if acc >= goal:
-            return v
-    return ordered[-1]
+    return ordered[min(bisect_left(running, q / 100 * running[-1]), len(ordered) - 1)]
 
 
 def median(values: Sequence[float]) -> float | None:
