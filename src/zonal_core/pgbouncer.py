@@ -31,6 +31,7 @@ from zonal_core.errors import SessionStateError, ZonalConfigError
 
 __all__ = [
     "KINDS",
+    "KNOWN_SAFE",
     "TRACKED_PARAMETERS",
     "SessionStateFinding",
     "SessionStateWarning",
@@ -115,10 +116,11 @@ _LEADING = " \t\r\n\f\v("
 _INTO_TEMP = re.compile(r"into\s+(?:(?:local|global)\s+)?temp")
 
 
-_SAFE: set[str] = set()
+KNOWN_SAFE: set[str] = set()
 """Statements the pre-filter passed: safe whatever the policy (a set's add and clear
-are atomic under the GIL, and a lost entry only costs the pre-filter again)."""
-_SAFE_MAX = 4096
+are atomic under the GIL, and a lost entry only costs the pre-filter again). A
+caller on a hot path may test ``sql in KNOWN_SAFE`` before calling :func:`check`."""
+KNOWN_SAFE_MAX = 4096
 
 
 def _maybe_into_temp(low: str) -> bool:
@@ -141,7 +143,7 @@ def classify(sql: str) -> SessionStateFinding | None:
     # and a few substring searches. Anything that could matter (a start keyword, a
     # function call by name, SELECT INTO TEMP, a second statement, a leading comment)
     # goes on.
-    if sql in _SAFE:
+    if sql in KNOWN_SAFE:
         return None
     low = sql.lower()
     if (
@@ -151,9 +153,9 @@ def classify(sql: str) -> SessionStateFinding | None:
         and ("temp" not in low or "into" not in low or not _maybe_into_temp(low))
         and not low.lstrip(_LEADING).startswith(_SLOW_STARTS)
     ):
-        if len(_SAFE) >= _SAFE_MAX:
-            _SAFE.clear()  # (bounded: an application that builds its SQL anew each time)
-        _SAFE.add(sql)
+        if len(KNOWN_SAFE) >= KNOWN_SAFE_MAX:
+            KNOWN_SAFE.clear()  # (bounded: an application that builds its SQL anew each time)
+        KNOWN_SAFE.add(sql)
         return None
     try:
         return _classify_slow(sql)

@@ -222,6 +222,9 @@ class ZonalPool(Pool):
         self._core = self._core_class(_RecordDriver(self), _zonal_config, clock=clock)
         # (the core's one-step checkout and checkin, bound once: read on every one)
         self._take, self._give = self._core._state.fast_checkout, self._core._state.fast_checkin
+        # (the core's live state, whose config reconfigure replaces: what the
+        # session-state rule reads before every statement behind PgBouncer)
+        self._zonal_state = self._core._state
         if _zonal_config.serverless:
             # A serverless runtime may freeze or destroy the sandbox right after
             # SIGTERM: close idle connections first (main thread only; chains).

@@ -12,25 +12,20 @@ from typing import Any
 from sqlalchemy import event
 
 from zonal_core.errors import SessionStateError
-from zonal_core.pgbouncer import check
+from zonal_core.pgbouncer import KNOWN_SAFE, check
 
 __all__ = ["install"]
 
 
-def _policy(context: Any) -> str | None:
-    try:  # (None, or a context of another engine: no policy)
-        config = context.root_connection.engine.pool.config
-        if config.pgbouncer != "transaction":
-            return None
+def _on_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
+    # Runs before every statement of every engine on this dialect: one chain of
+    # attribute reads to the pool's live configuration (reconfigure replaces it),
+    # and a statement found safe before skips the rule's call.
+    try:  # (None, or a context of another engine: no rule)
+        config = context.root_connection.engine.pool._zonal_state.config
     except AttributeError:
-        return None
-    policy: str = config.session_state
-    return policy
-
-
-def _check(cursor: Any, statement: str, context: Any) -> None:
-    policy = _policy(context)
-    if policy is None:
+        return
+    if config.pgbouncer != "transaction":
         return
     if context.execution_options.get("stream_results"):
         # SQLAlchemy "begins" even in AUTOCOMMIT; the driver knows the truth.
@@ -41,15 +36,12 @@ def _check(cursor: Any, statement: str, context: Any) -> None:
                 "PgBouncer transaction mode hands to other clients; run it inside a "
                 "transaction (engine.begin() / Session) or use a direct connection",
                 statement=statement[:80], safe_form="inside a transaction")
-    check(statement, policy)  # type: ignore[arg-type]
-
-
-def _on_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
-    _check(cursor, statement, context)
+    if statement not in KNOWN_SAFE:
+        check(statement, config.session_state)
 
 
 def _on_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
-    _check(cursor, statement, context)
+    _on_execute(cursor, statement, None, context)
 
 
 def install(dialect: Any) -> None:

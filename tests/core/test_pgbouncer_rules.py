@@ -402,7 +402,7 @@ def _no_slow_path(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(sql)
 
     monkeypatch.setattr(pgbouncer, "_classify_slow", spy)
-    pgbouncer._SAFE.clear()
+    pgbouncer.KNOWN_SAFE.clear()
     return slow
 
 
@@ -439,15 +439,15 @@ def test_statements_found_safe_are_remembered_in_a_bounded_set_and_unsafe_ones_n
     # statement with session state is classified every time.
     from zonal_core import pgbouncer
 
-    pgbouncer._SAFE.clear()
+    pgbouncer.KNOWN_SAFE.clear()
     unsafe = "SET search_path TO tenant_1"
-    for i in range(pgbouncer._SAFE_MAX + 10):
+    for i in range(pgbouncer.KNOWN_SAFE_MAX + 10):
         assert pgbouncer.classify(f"SELECT {i} FROM t") is None
-    assert 10 <= len(pgbouncer._SAFE) <= pgbouncer._SAFE_MAX
+    assert 10 <= len(pgbouncer.KNOWN_SAFE) <= pgbouncer.KNOWN_SAFE_MAX
     for _ in range(3):
         finding = pgbouncer.classify(unsafe)
         assert finding is not None and finding.kind == "set"
-    assert unsafe not in pgbouncer._SAFE
+    assert unsafe not in pgbouncer.KNOWN_SAFE
     assert pgbouncer.classify("SELECT 1 FROM t") is None
-    assert "SELECT 1 FROM t" in pgbouncer._SAFE
+    assert "SELECT 1 FROM t" in pgbouncer.KNOWN_SAFE
     assert pgbouncer.classify("SELECT 1 FROM t") is None  # (from the set)

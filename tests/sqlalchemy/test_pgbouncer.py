@@ -99,3 +99,17 @@ def test_stream_results_outside_a_transaction_is_a_clear_error(make_engine: Any)
         rows = c.execution_options(stream_results=True).execute(
             text("select generate_series(1, 10)")).all()
         assert len(rows) == 10
+
+
+def test_the_rule_follows_reconfigure(make_engine: Any) -> None:
+    engine = make_engine(via_pgbouncer=True, pgbouncer="transaction")
+    statement = text("SET statement_timeout = '5s'")
+    engine.pool.reconfigure(session_state="allow")
+    with engine.connect() as c:
+        c.execute(statement)
+        c.execute(text("select 1"))  # (now known safe: skips the rule's call)
+    engine.pool.reconfigure(session_state="error")
+    with engine.connect() as c, pytest.raises(SessionStateError, match="SET LOCAL"):
+        c.execute(statement)
+    with engine.connect() as c:
+        assert c.execute(text("select 1")).scalar() == 1
