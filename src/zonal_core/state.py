@@ -125,7 +125,7 @@ class Waiter:
 
 class _ZoneRuntime:
     __slots__ = ("counters", "endpoints", "idle", "invalid_before", "lent", "name", "opening",
-                 "removed", "spec", "use_pending")
+                 "removed", "spec", "use_pending", "wait_pending")
 
     def __init__(self, spec: Zone) -> None:
         self.spec = spec
@@ -139,6 +139,8 @@ class _ZoneRuntime:
         self.counters = ZoneCounters()
         # (the use-time values a fast checkin leaves for the histogram's next fold)
         self.use_pending = self.counters.use_time.pending
+        # (and the waits of the checkouts a fast checkin hands a connection to)
+        self.wait_pending = self.counters.wait_time.pending
 
     @property
     def size(self) -> int:
@@ -424,11 +426,24 @@ class PoolState:
         The waiter may come out served (a connection handed over, counted; a slot to
         connect; a connection to ping; no route): the checkout flow takes any of them
         but the first from ``waiter`` as it does after a wait."""
-        if self.closed or not self.waiters:
+        waiters = self.waiters
+        if self.closed or not waiters:
             return None
+        last = self.last_op
+        if (now < self._stuck_until and now < self._reap_due and now < self._next_leak_check
+                and now - last <= self.config.max_idle and not self._closing
+                and not waiters[0].avoid):
+            # A saturated pool's common case, in one step: nothing for _tick to do
+            # (no suspend, nothing to reap, no leak check due), and the dispatch would
+            # stop at the head of the line as the last one did (see below).
+            if now > last:
+                self.last_op = now
+            waiter.queued = True
+            waiters.append(waiter)
+            return []
         self._tick(now)  # (reaping, a suspend, leaks: none of it touches the line)
         self._enqueue(waiter, front=False)
-        if now < self._stuck_until and not self._closing and not self.waiters[0].avoid:
+        if now < self._stuck_until and not self._closing and not waiters[0].avoid:
             # The dispatch would stop at the head of the line, as the last one did:
             # nothing changed since (no checkin to idle, no connect, no failure, no
             # close, no timeout, the route still valid). A saturated pool's common case.
@@ -515,7 +530,21 @@ class PoolState:
                 # close.)
                 w = waiters.popleft()
                 w.queued = False
-                self._hand_over(w, Grant(record=rec), now)
+                grant = Grant(record=rec)
+                if cfg.leak_threshold is not None:
+                    self._hand_over(w, grant, now)  # (watched: the general count)
+                    return True
+                # _hand_over's count, in this step: the wait goes to the histogram's
+                # next fold, as the use time above
+                z.counters.checkouts += 1
+                pending = z.wait_pending
+                pending.append(now - w.since)
+                if len(pending) >= _FOLD_AT:
+                    z.counters.wait_time.fold()
+                rec.lent_at = now
+                grant.counted = True
+                w.grant = grant
+                w.notify()
                 return True
             rec.lent_at = None
             z.lent -= 1

@@ -1,7 +1,10 @@
 """A checkout that joins a line the last dispatch could not serve skips the dispatch
 (``PoolState.line_up``): nothing changed, so it would stop at the head again. The skip
-must never show: every sequence of checkouts, connects, checkins, failures, timeouts
-and clock moves ends the same with it as with a pool that always dispatches."""
+must never show, nor must the one-step checkin that hands a connection to the head of
+the line (``PoolState.fast_checkin``): every sequence of checkouts, connects,
+checkins, failures, timeouts and clock moves ends the same with them, counters and
+reported leaks included, as with a pool that always dispatches and always checks in
+through ``release``."""
 
 from __future__ import annotations
 
@@ -20,7 +23,11 @@ ZONES = {"a": "10.0.0.1:5432", "b": "10.0.0.2:5432"}
 
 
 class AlwaysDispatch(PoolState):
-    """The reference: a newcomer behind a line always runs the dispatch."""
+    """The reference: a newcomer behind a line always runs the dispatch, and every
+    checkin takes the general step (``release``), never the one-step fast checkin."""
+
+    def fast_checkin(self, rec: PooledConnection, now: float | None = None) -> bool:
+        return False
 
     def line_up(self, now: float, waiter: Waiter) -> list[PooledConnection] | None:
         if self.closed or not self.waiters:
@@ -116,7 +123,10 @@ class World:
     def seen(self) -> tuple[Any, ...]:
         st_ = self.state
         zones = tuple((z.name, len(z.idle), z.lent, z.opening,
-                       tuple(h.state.value for h in z.endpoints))
+                       tuple(h.state.value for h in z.endpoints),
+                       z.counters.checkouts, z.counters.wait_time.snapshot().counts,
+                       round(z.counters.wait_time.snapshot().sum, 9),
+                       z.counters.use_time.snapshot().counts)
                       for z in st_.zones.values())
         line = tuple(w.name for w in st_.waiters)  # type: ignore[attr-defined]
         waiters = tuple((w.queued, w.no_route, w.grant is not None) for w in self.waiters)
@@ -124,7 +134,8 @@ class World:
                       g.record.id if g.record else None, g.ping, g.counted)
                      for w, g in self.holding)
         return (zones, line, waiters, held, tuple(r.id for r in self.lent),
-                tuple(self.closed), tuple(self.events))
+                tuple(self.closed), tuple(self.events), st_.suspends,
+                tuple(rec.id for rec, _ in st_.leaks))
 
 
 OPS = st.one_of(
@@ -138,14 +149,15 @@ OPS = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(zones=st.sampled_from([{"a": ZONES["a"]}, ZONES]), pool_size=st.integers(1, 3),
        spillover=st.booleans(), pre_ping=st.booleans(),
+       leak_threshold=st.sampled_from([None, 1.0]),
        ops=st.lists(st.one_of(OPS, st.tuples(st.just("checkout"), st.just(0))),
                     max_size=80))
-def test_the_skip_ends_every_sequence_as_a_full_dispatch_does(
+def test_the_one_step_paths_end_every_sequence_as_the_general_ones_do(
         zones: dict[str, str], pool_size: int, spillover: bool, pre_ping: bool,
-        ops: list[tuple[Any, ...]]) -> None:
+        leak_threshold: float | None, ops: list[tuple[Any, ...]]) -> None:
     config = build_config(zones=zones, local_zone="a", environ={}, pool_size=pool_size,
                           max_total=pool_size * len(zones), spillover=spillover,
-                          pre_ping=pre_ping, max_idle=30)
+                          pre_ping=pre_ping, max_idle=30, leak_threshold=leak_threshold)
     ours = World(PoolState(config, jitter=Jitter(seed=3), now=0.0))
     ref = World(AlwaysDispatch(config, jitter=Jitter(seed=3), now=0.0))
     for op in ops:
@@ -195,3 +207,22 @@ def test_a_newcomer_behind_a_full_pool_skips_the_dispatch_until_something_change
     state.connect_failed(slot, 1.9, "failure")
     assert dispatched == [1.4, 1.7, 1.9]
     assert [w.name for w in state.waiters] == [4, 5, 6]  # type: ignore[attr-defined]
+
+
+def test_a_skipped_dispatch_still_does_what_is_due() -> None:
+    # The one-step line-up of a saturated pool does nothing of _tick's; a leak check
+    # that falls due while the line is stuck is still made by the next newcomer.
+    config = build_config(zones={"a": ZONES["a"]}, local_zone="a", environ={}, pool_size=1,
+                          leak_threshold=0.5)
+    state = PoolState(config, jitter=Jitter(seed=3), now=0.0)
+    first = _Waiter(0, 0.0)
+    got, _ = state.acquire(0.0, first)
+    assert got is not None and got.slot is not None
+    rec, _ = state.connected(got.slot, object(), 0.0, 0.01)
+    state.checked_out(rec, 0.0, 0.0)
+    assert state.acquire(0.1, _Waiter(1, 0.1)) == (None, [])
+    assert state.line_up(0.2, _Waiter(2, 0.2)) == []  # dispatched: stuck from here
+    assert state.leaks == []
+    assert state.line_up(0.6, _Waiter(3, 0.6)) == []  # stuck, but the leak check is due
+    assert [(r.id, round(held, 6)) for r, held in state.leaks] == [(rec.id, 0.6)]
+    assert state.zones["a"].counters.leaks == 1
