@@ -388,3 +388,22 @@ def test_held_saturation_counts_each_pools_failed_checkouts(
     assert "ZonalPool 0 req/s, 0 errors, longest wait of a request served 99.5 ms" in said
     assert "QueuePool 0 req/s, 48 TimeoutError, longest wait of a request served 2,011 ms" \
         in said
+
+
+def test_a_run_counts_the_cpu_its_requests_cost_the_client() -> None:
+    def burn() -> int:  # pure CPU: a request that never waits
+        return sum(i * i for i in range(20_000))
+
+    run = workload.run_workload(burn, threads=2, duration=0.3, max_requests=40)
+    assert len(run.samples) == 40 and run.cpu > 0
+    per = run.cpu_per_request()
+    assert per is not None and per == run.cpu / 40 * 1e6
+    # sleeping costs no CPU: far less per request than the burn
+    idle = workload.run_workload(lambda: workload.time.sleep(0.01), threads=2,
+                                 duration=0.3, max_requests=40)
+    assert idle.cpu_per_request() is not None and idle.cpu_per_request() < per
+    assert workload.Run().cpu_per_request() is None
+    z, qp = {"cpu_us": 450.0}, {"cpu_us": 300.0}
+    assert scenarios._cpu_ratio(z, qp) == [
+        "client CPU per request 1.50x QueuePool's (450 vs 300 µs)"]
+    assert scenarios._cpu_ratio(z, {}) == []

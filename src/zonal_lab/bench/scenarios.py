@@ -334,6 +334,14 @@ def _throughput(s: Subject, threads: int, seconds: float, sql: str = "select 1",
     return run_workload(request, threads=threads, duration=seconds, max_requests=2_000_000)
 
 
+def _cpu_ratio(z: dict[str, Any], qp: dict[str, Any]) -> list[str]:
+    """The client's CPU per request against QueuePool's, where both were measured."""
+    if not z.get("cpu_us") or not qp.get("cpu_us"):
+        return []
+    return [f"client CPU per request {z['cpu_us'] / qp['cpu_us']:.2f}x QueuePool's "
+            f"({z['cpu_us']:g} vs {qp['cpu_us']:g} µs)"]
+
+
 def _waited(s: Subject, sql: str) -> float:
     """One request; returns how long its checkout took, in seconds."""
     t0 = time.perf_counter()
@@ -523,6 +531,7 @@ def throughput(ctx: Context) -> Result:
             tails: dict[str, list[float]] = {}  # each round's p99 wait by time waited
             waits: dict[str, list[float]] = {}  # every request's wait (ms)
             errs: dict[str, int] = {}
+            cpus: dict[str, list[float]] = {}  # client CPU us per request, each round's
             for rnd in range(rounds):  # rounds interleave subjects: noise hits all alike
                 for name in rotated(names, rnd):
                     kind = "zonal" if name == "zonal_aa" else name
@@ -535,6 +544,9 @@ def throughput(ctx: Context) -> Result:
                                      f"{seconds:g} s, round {rnd + 1}/{rounds}")
                         run = _throughput(s, threads, seconds, waits=True)
                     tputs.setdefault(name, []).append(run.throughput())
+                    cpu = run.cpu_per_request()
+                    if cpu is not None:
+                        cpus.setdefault(name, []).append(cpu)
                     lats.setdefault(name, []).extend(run.latencies_ms())
                     if not s.lazy:  # (a lazy subject's wait is inside its query)
                         waited = [x.value * 1e3 for x in run.ok()]
@@ -548,6 +560,7 @@ def throughput(ctx: Context) -> Result:
                 cell[name] = {"subject": name, "label": labels[name], "path": path,
                               "threads": threads, "rps": _r(median(values), 0),
                               "spread": _spread(values),
+                              "cpu_us": _r(median(cpus.get(name, [])), 1),
                               "mean": _r(sum(lat) / len(lat) if lat else None, 3),
                               "p50": _r(percentile(lat, 50), 3),
                               "p99": _r(percentile(lat, 99), 3),
@@ -571,7 +584,8 @@ def throughput(ctx: Context) -> Result:
                     _judge(ratio, _per_round(tputs["zonal"], tputs["queuepool"]),
                            _per_round(tputs.get("zonal_aa", []), tputs["zonal"]),
                            higher_is_better=True, peer="QueuePool"),
-                    _fairness(tails, waits, saturated=threads > size)))
+                    _fairness(tails, waits, saturated=threads > size),
+                    *_cpu_ratio(z, qp)))
             if aa.get("rps") and z.get("rps"):
                 noise = _aa_noise(_per_round(tputs["zonal_aa"], tputs["zonal"])) or 0.0
                 aa["verdict"] = (f"A/A: {aa['rps'] / z['rps']:.2f}x ZonalPool, per-round "
@@ -615,6 +629,12 @@ def throughput(ctx: Context) -> Result:
                  "verdict judges the second, with the first and the longest wait beside it. "
                  "Django connects at a request's first query, inside the request: its "
                  "wait is not measured apart.")
+    notes.append("Client CPU µs/req: the bench process's CPU time (user + system, every "
+                 "thread) over a measure, divided by the requests it made (median of the "
+                 "rounds): what a request costs the client (SQLAlchemy, the pool, the "
+                 "driver, the thread switches of waiting), without the server's share. "
+                 "It moves with req/s: in a slow round each request also costs the client "
+                 "more system time.")
     notes.append(_ROUND_TRIPS)
     return {
         "title": "3. Throughput and latency against one zone",
@@ -627,7 +647,8 @@ def throughput(ctx: Context) -> Result:
                 "the same cell.",
         "columns": [["path", "path"], ["threads", "threads"], ["label", "subject"],
                     ["rps", "req/s"], ["spread", "min-max req/s"], ["vs_qp", "vs QP"],
-                    ["mean", "mean ms"], ["p50", "p50 ms"], ["p99", "p99 ms"],
+                    ["cpu_us", "client CPU µs/req"], ["mean", "mean ms"],
+                    ["p50", "p50 ms"], ["p99", "p99 ms"],
                     ["wait_p99", "p99 wait ms (per request)"],
                     ["wait_tail", "p99 wait ms (by time waited)"],
                     ["wait_max", "longest wait ms"],

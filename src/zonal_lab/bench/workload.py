@@ -10,6 +10,7 @@ releases by repairing the fault (:meth:`Run.join`).
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -41,6 +42,8 @@ class Run:
     elapsed: float = 0.0
     marks: dict[str, float] = field(default_factory=dict)  # event name -> time
     hung: list[float] = field(default_factory=list)  # start times of requests in flight
+    #: this process's CPU seconds (user + system, every thread) over the run
+    cpu: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
 
     def ok(self) -> list[Sample]:
@@ -51,6 +54,11 @@ class Run:
 
     def between(self, t0: float, t1: float = float("inf")) -> list[Sample]:
         return [s for s in self.samples if t0 <= s.start < t1]
+
+    def cpu_per_request(self) -> float | None:
+        """This process's CPU microseconds per request made (any outcome): what a
+        request cost the client, thread switches included; None when none was made."""
+        return self.cpu / len(self.samples) * 1e6 if self.samples else None
 
     def throughput(self) -> float:
         """Successful requests per second, of those that ended within the run."""
@@ -124,6 +132,7 @@ def run_workload(
     stop = threading.Event()
     started = [0]
     inflight: dict[int, float] = {}
+    cpu0 = os.times()
     t0 = time.monotonic()
 
     def client(i: int) -> None:
@@ -171,6 +180,8 @@ def run_workload(
     # a request that started before the end gets ``grace`` seconds to finish
     for t in run._threads:
         t.join(max(0.0, t0 + run.elapsed + grace - time.monotonic()))
+    cpu1 = os.times()
+    run.cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     with lock:
         run.hung = sorted(inflight.values())
         run.samples.sort(key=lambda s: s.start)
