@@ -166,15 +166,21 @@ def test_the_one_step_paths_end_every_sequence_as_the_general_ones_do(
         assert ours.seen() == ref.seen(), op
 
 
-def test_a_newcomer_behind_a_full_pool_skips_the_dispatch_until_something_changes(
-        ) -> None:
-    config = build_config(zones={"a": ZONES["a"]}, local_zone="a", environ={}, pool_size=1)
+def _one_connection_lent(**options: Any) -> tuple[PoolState, PooledConnection]:
+    """A pool of one connection in zone a, lent at 0.0."""
+    config = build_config(zones={"a": ZONES["a"]}, local_zone="a", environ={}, pool_size=1,
+                          **options)
     state = PoolState(config, jitter=Jitter(seed=3), now=0.0)
-    first = _Waiter(0, 0.0)
-    got, _ = state.acquire(0.0, first)
+    got, _ = state.acquire(0.0, _Waiter(0, 0.0))
     assert got is not None and got.slot is not None
     rec, _ = state.connected(got.slot, object(), 0.0, 0.01)
     state.checked_out(rec, 0.0, 0.0)
+    return state, rec
+
+
+def test_a_newcomer_behind_a_full_pool_skips_the_dispatch_until_something_changes(
+        ) -> None:
+    state, rec = _one_connection_lent()
     head = _Waiter(1, 0.1)
     assert state.acquire(0.1, head) == (None, [])  # waits: the first in line
     second = _Waiter(2, 0.2)
@@ -212,14 +218,7 @@ def test_a_newcomer_behind_a_full_pool_skips_the_dispatch_until_something_change
 def test_a_skipped_dispatch_still_does_what_is_due() -> None:
     # The one-step line-up of a saturated pool does nothing of _tick's; a leak check
     # that falls due while the line is stuck is still made by the next newcomer.
-    config = build_config(zones={"a": ZONES["a"]}, local_zone="a", environ={}, pool_size=1,
-                          leak_threshold=0.5)
-    state = PoolState(config, jitter=Jitter(seed=3), now=0.0)
-    first = _Waiter(0, 0.0)
-    got, _ = state.acquire(0.0, first)
-    assert got is not None and got.slot is not None
-    rec, _ = state.connected(got.slot, object(), 0.0, 0.01)
-    state.checked_out(rec, 0.0, 0.0)
+    state, rec = _one_connection_lent(leak_threshold=0.5)
     assert state.acquire(0.1, _Waiter(1, 0.1)) == (None, [])
     assert state.line_up(0.2, _Waiter(2, 0.2)) == []  # dispatched: stuck from here
     assert state.leaks == []
