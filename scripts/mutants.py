@@ -195,24 +195,10 @@ MUTANTS: tuple[Mutant, ...] = (
         core("test_line_up_skip.py"),
     ),
     Mutant(
-        "one-step-line-up-outlives-the-route",
-        "a newcomer joins a stuck line in one step even after the route is due again",
-        (Edit(STATE, "if (now < self._stuck_until and now < self._reap_due",
-              "if (self._stuck_until > -_INF and now < self._reap_due"),),
-        core("test_line_up_skip.py"),
-    ),
-    Mutant(
-        "one-step-line-up-skips-a-leak-check",
-        "a newcomer joining a stuck line in one step skips a leak check that is due",
-        (Edit(STATE, "now < self._reap_due and now < self._next_leak_check",
-              "now < self._reap_due"),),
-        core("test_line_up_skip.py"),
-    ),
-    Mutant(
-        "one-step-handover-forgets-the-wait",
-        "the checkin that hands a connection to the head of the line records no wait",
-        (Edit(STATE, "pending.append(now - w.since)", "pending.append(0.0)"),),
-        core("test_line_up_skip.py"),
+        "handover-forgets-the-wait",
+        "a checkout counted records no wait (as a saturated pool's hand-over would)",
+        (Edit(STATE, "pending.append(waited)", "pending.append(0.0)"),),
+        core("test_line_up_skip.py", "test_handover.py"),
     ),
     Mutant(
         "fast-steps-miss-a-nearer-deadline",

@@ -18,7 +18,7 @@ from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from zonal_core.clock import Clock, SystemClock
+from zonal_core.clock import Clock
 from zonal_core.config import ZonalConfig
 from zonal_core.driver import Driver
 from zonal_core.flow import (
@@ -77,15 +77,6 @@ class _ThreadWaiter(Waiter):
         if self._set and self._gate.acquire(False):
             self._set = False
 
-    def take(self, timeout: float) -> bool:
-        """``wait(timeout)`` then ``clear()`` when woken, in one step: woken, the
-        gate is this thread's again, which is the cleared state (a notify that sets
-        the flag then lets the gate go is waited for, not missed)."""
-        if self._gate.acquire(True, timeout if timeout > 0 else 0.0):
-            self._set = False
-            return True
-        return False
-
 
 class CorePool(PoolBase):
     """Per-zone pools behind one checkout, for threaded code.
@@ -98,8 +89,6 @@ class CorePool(PoolBase):
                  *, clock: Clock | None = None, **options: Any) -> None:
         super().__init__(config, clock=clock, **options)
         self.driver = driver
-        # (the production clock waits on the waiter's gate itself: see _wait)
-        self._gate_wait = type(self.clock) is SystemClock
 
     # -- checkout / checkin ---------------------------------------------------
 
@@ -117,7 +106,7 @@ class CorePool(PoolBase):
     def _checkout(self, timeout: float | None = None) -> PooledConnection:
         """:meth:`getconn` after its fast step found nothing (an adapter that made
         that step itself calls this)."""
-        t = check_timeout(timeout, self._state.config.timeout)
+        t = check_timeout(timeout, self.config.timeout)
         waiter = self._new_waiter()
         lined = self._line_up(waiter) if t > 0 else None  # (0: the flow fails it at once)
         closing: list[PooledConnection] = [] if lined is None else lined
@@ -145,8 +134,7 @@ class CorePool(PoolBase):
                                 concurrent=self._concurrent, start=start)
             return self._stamp(self._run(gen, closing))
         finally:
-            if closing or self._state.leaks:
-                self._close_all(closing)
+            self._close_all(closing)
 
     def _run(self, gen: Generator[Action, Any, PooledConnection],
              closing: list[PooledConnection]) -> PooledConnection:
@@ -200,8 +188,6 @@ class CorePool(PoolBase):
 
     def _wait(self, waiter: Waiter, timeout: float) -> bool:
         assert isinstance(waiter, _ThreadWaiter)
-        if self._gate_wait:
-            return waiter.take(timeout)  # (what the lines below do, in one step)
         woken = self.clock.wait(waiter, timeout)
         if woken:
             # Re-arm before the flow looks at the state: a notification after this

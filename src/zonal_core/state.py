@@ -139,7 +139,7 @@ class _ZoneRuntime:
         self.counters = ZoneCounters()
         # (the use-time values a fast checkin leaves for the histogram's next fold)
         self.use_pending = self.counters.use_time.pending
-        # (and the waits of the checkouts a fast checkin hands a connection to)
+        # (and the waits of the checkouts counted: checked_out's)
         self.wait_pending = self.counters.wait_time.pending
 
     @property
@@ -279,8 +279,10 @@ class PoolState:
         Reaping happens on the caller's path: no background thread is needed for
         correctness, and none would run while a function is frozen anyway.
         """
-        gap = now - self.last_op
-        self.last_op = max(self.last_op, now)
+        last = self.last_op
+        gap = now - last
+        if now > last:
+            self.last_op = now
         if gap > self.config.max_idle:
             # The process was frozen, the machine slept, or nobody asked for a long
             # time: whatever sat idle through it is stale.
@@ -288,7 +290,7 @@ class PoolState:
             for z in self.zones.values():
                 self._close_idle_where(z, "suspend")
             self._next_reap = _INF
-        elif now >= self._next_reap:
+        elif now >= self._reap_due:  # (= _next_reap, without the property's call)
             self._reap(now)
         if now >= self._next_leak_check:
             self._check_leaks(now)
@@ -426,24 +428,11 @@ class PoolState:
         The waiter may come out served (a connection handed over, counted; a slot to
         connect; a connection to ping; no route): the checkout flow takes any of them
         but the first from ``waiter`` as it does after a wait."""
-        waiters = self.waiters
-        if self.closed or not waiters:
+        if self.closed or not self.waiters:
             return None
-        last = self.last_op
-        if (now < self._stuck_until and now < self._reap_due and now < self._next_leak_check
-                and now - last <= self.config.max_idle and not self._closing
-                and not waiters[0].avoid):
-            # A saturated pool's common case, in one step: nothing for _tick to do
-            # (no suspend, nothing to reap, no leak check due), and the dispatch would
-            # stop at the head of the line as the last one did (see below).
-            if now > last:
-                self.last_op = now
-            waiter.queued = True
-            waiters.append(waiter)
-            return []
         self._tick(now)  # (reaping, a suspend, leaks: none of it touches the line)
         self._enqueue(waiter, front=False)
-        if now < self._stuck_until and not self._closing and not waiters[0].avoid:
+        if now < self._stuck_until and not self._closing and not self.waiters[0].avoid:
             # The dispatch would stop at the head of the line, as the last one did:
             # nothing changed since (no checkin to idle, no connect, no failure, no
             # close, no timeout, the route still valid). A saturated pool's common case.
@@ -530,21 +519,7 @@ class PoolState:
                 # close.)
                 w = waiters.popleft()
                 w.queued = False
-                grant = Grant(record=rec)
-                if cfg.leak_threshold is not None:
-                    self._hand_over(w, grant, now)  # (watched: the general count)
-                    return True
-                # _hand_over's count, in this step: the wait goes to the histogram's
-                # next fold, as the use time above
-                z.counters.checkouts += 1
-                pending = z.wait_pending
-                pending.append(now - w.since)
-                if len(pending) >= _FOLD_AT:
-                    z.counters.wait_time.fold()
-                rec.lent_at = now
-                grant.counted = True
-                w.grant = grant
-                w.notify()
+                self._hand_over(w, Grant(record=rec), now)
                 return True
             rec.lent_at = None
             z.lent -= 1
@@ -701,7 +676,12 @@ class PoolState:
         z = self.zones.get(rec.zone)
         if z is not None:
             z.counters.checkouts += 1
-            z.counters.wait_time.observe(waited)
+            # (folded into the histogram in batches, as the use time: a saturated pool
+            # counts here every checkout a checkin hands a connection to)
+            pending = z.wait_pending
+            pending.append(waited)
+            if len(pending) >= _FOLD_AT:
+                z.counters.wait_time.fold()
         rec.lent_at = now
         if self.config.leak_threshold is not None:
             self._watch(rec, now)

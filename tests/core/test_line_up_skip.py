@@ -216,8 +216,8 @@ def test_a_newcomer_behind_a_full_pool_skips_the_dispatch_until_something_change
 
 
 def test_a_skipped_dispatch_still_does_what_is_due() -> None:
-    # The one-step line-up of a saturated pool does nothing of _tick's; a leak check
-    # that falls due while the line is stuck is still made by the next newcomer.
+    # A newcomer behind a stuck line skips the dispatch, never what _tick has due: a
+    # leak check that falls due while the line is stuck is made by the next newcomer.
     state, rec = _one_connection_lent(leak_threshold=0.5)
     assert state.acquire(0.1, _Waiter(1, 0.1)) == (None, [])
     assert state.line_up(0.2, _Waiter(2, 0.2)) == []  # dispatched: stuck from here
