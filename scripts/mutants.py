@@ -201,6 +201,14 @@ MUTANTS: tuple[Mutant, ...] = (
         core("test_line_up_skip.py", "test_handover.py"),
     ),
     Mutant(
+        "cut-attempt-hides-the-cause",
+        "an attempt cut off at the checkout's deadline replaces the error that says why "
+        "the zones failed with its own timeout",
+        (Edit(FLOW, "if last_error is not None and budget < cfg.connect_timeout and "
+                    "ended >= deadline:", "if False:"),),
+        core("test_slow_zones.py"),
+    ),
+    Mutant(
         "fast-steps-miss-a-nearer-deadline",
         "a fast checkin that brings the reaping deadline forward leaves the fast steps' "
         "own deadline where it was",

@@ -8,6 +8,8 @@ Run from a checkout that is not installed, the plugin is loaded from ``src/`` he
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if src not in sys.path:
         sys.path.insert(0, src)
     manager.import_plugin("zonal_lab.pytest_plugin")
+
+
+#: How long the lab's servers may take to show what a client just did (a session
+#: that ends after its client closed it, or starts): a cap for a loaded machine, not
+#: an expectation; :func:`eventually` returns as soon as the probe agrees.
+SETTLE = 30.0
+
+
+def eventually(probe: Callable[[], Any], expected: Any, within: float = SETTLE) -> Any:
+    """``probe()`` once it returns ``expected`` (bounded wait); the last value else."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
 
 
 # Figures the docs quote, printed again in the run's summary, by section.

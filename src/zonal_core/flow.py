@@ -235,6 +235,17 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                                                         connect_error_kind(att.error)))
         attempts.clear()
 
+    def failed(exc: BaseException, budget: float, ended: float) -> None:
+        # What the checkout's error will name. An attempt given less than
+        # connect_timeout (what was left of the checkout) that ran into the checkout's
+        # deadline only says that the time ran out, which that error says anyway: the
+        # error before it says why the zones failed, and is the one kept.
+        nonlocal last_error, last_exc
+        if last_error is not None and budget < cfg.connect_timeout and ended >= deadline:
+            return
+        last_error = safe_description(exc, secrets())
+        last_exc = exc
+
     def give_up(now: float) -> BaseException:
         # Under the lock, at the deadline.
         closing.extend(state.leave(waiter, now))
@@ -269,8 +280,7 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                     kind = connect_error_kind(exc)
                     with lock:
                         closing.extend(state.connect_failed(att.slot, clock.now(), kind))
-                    last_error = safe_description(exc, secrets())
-                    last_exc = exc
+                    failed(exc, att.timeout, att.ended)
                     if kind in ("config", "auth") and not (kind == "auth" and auth_retries):
                         with lock:
                             abandon_all()
@@ -385,14 +395,14 @@ def checkout_flow(state: PoolState, clock: Clock, waiter: Waiter, timeout: float
                         yield Start(att)
                         continue
                 try:
-                    left = deadline - t0
-                    raw = yield Connect(slot.endpoint, max(0.0, min(cfg.connect_timeout, left)))
+                    budget = max(0.0, min(cfg.connect_timeout, deadline - t0))
+                    raw = yield Connect(slot.endpoint, budget)
                 except Exception as exc:
                     kind = connect_error_kind(exc)
+                    ended = clock.now()
                     with lock:
-                        closing.extend(state.connect_failed(slot, clock.now(), kind))
-                    last_error = safe_description(exc, secrets())
-                    last_exc = exc
+                        closing.extend(state.connect_failed(slot, ended, kind))
+                    failed(exc, budget, ended)
                     if kind == "config":
                         raise  # the same settings fail in every zone: the error itself
                     if kind == "auth":

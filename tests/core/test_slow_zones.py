@@ -157,6 +157,33 @@ def test_a_disconnect_after_connect_still_counts_against_the_zone() -> None:
     assert pool.getconn().endpoint.zone == "b"  # failed over, as for any zone failure
 
 
+def test_an_attempt_cut_off_at_the_deadline_does_not_hide_why_the_zones_failed() -> None:
+    """Both zones reject every connection (a read-only server, say) after 0.7 s; the
+    checkout's 3 s run out during an attempt given what was left of them (less than
+    connect_timeout): the error names the rejection, not that last attempt's timeout."""
+    pool, drv, clock = make(TWO, timeout=3, connect_timeout=2)
+    for z in TWO:
+        drv.set(z, "error")
+        drv.latency[z] = 0.7
+    with pytest.raises(errors.ZonalError) as ei:
+        pool.getconn()
+    assert clock.now() == pytest.approx(1003)  # the last attempt ran into the deadline
+    assert "something else went wrong" in str(ei.value), str(ei.value)
+    assert "timed out" not in str(ei.value), str(ei.value)
+    assert isinstance(ei.value.__cause__, FakeDBError)
+
+
+@pytest.mark.parametrize(("timeout", "connect_timeout"), [(3, 2), (1, 2)])
+def test_a_zone_that_only_times_out_is_named_for_it(timeout: float,
+                                                     connect_timeout: float) -> None:
+    """The negative control: with no other error to name, a timeout is named, cut
+    off by the checkout's deadline (timeout 1 < connect_timeout 2) or not."""
+    pool, drv, _clock = make(ONE, timeout=timeout, connect_timeout=connect_timeout)
+    drv.set("a", "hang")
+    with pytest.raises(errors.ZonalError, match="timed out"):
+        pool.getconn()
+
+
 # -- hedged connects ----------------------------------------------------------------
 
 
@@ -325,3 +352,22 @@ def test_a_server_starting_up_is_retried_with_backoff_not_ejected() -> None:
     assert (st.retries, st.connect_errors, st.ejections, st.state) == (4, 4, 0, "healthy")
     assert clock.now() - t0 < 5
     assert pool.stats().zones["b"].connects == 0
+
+
+def test_a_hedged_attempt_cut_off_at_the_deadline_keeps_the_error_before_it() -> None:
+    gen, _state, clock, _ = _flow(THREE, connect_timeout=3, timeout=2)
+    first = next(gen)  # a, given the whole 2 s left (less than connect_timeout)
+    assert isinstance(first, Start) and first.attempt.timeout == pytest.approx(2)
+    assert isinstance(gen.send(None), Wait)
+    clock.advance(0.5)
+    first.attempt.finish(None, FakeDBError("server is read-only"))
+    second = gen.send(True)  # a failed: b races (c could follow), with the 1.5 s left
+    assert isinstance(second, Start) and second.attempt.endpoint.zone == "b"
+    assert second.attempt.timeout == pytest.approx(1.5)
+    assert isinstance(gen.send(None), Wait)
+    clock.advance(1.5)
+    second.attempt.finish(None, TimeoutError("connect timed out"))
+    with pytest.raises(errors.ZonalError) as ei:
+        gen.send(True)
+    assert "server is read-only" in str(ei.value), str(ei.value)
+    assert "timed out" not in str(ei.value), str(ei.value)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from tests.conftest import eventually
 
 from zonal_lab import Lab
 
@@ -176,10 +177,8 @@ def test_server_connections_are_counted(lab: Lab) -> None:
     finally:
         for conn in [*conns, other]:
             conn.close()
-    deadline = time.monotonic() + 5  # backends exit just after the client goes
-    while zone.server_connections(application_name="counted") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert zone.server_connections(application_name="counted") == 0
+    # backends exit just after the client goes
+    assert eventually(lambda: zone.server_connections(application_name="counted"), 0) == 0
 
 
 def test_terminate_backends(lab: Lab) -> None:

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import FileWrapper
 
+from tests.conftest import SETTLE, eventually
 from tests.sqlalchemy.conftest import url_of
 from zonal_core import ZonalConfigError
 from zonal_core.stats import PoolStats
@@ -61,16 +62,6 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     CONSTRAINT {TABLE}_name_key UNIQUE (name) DEFERRABLE INITIALLY DEFERRED
 )"""
 INSERT = text(f"INSERT INTO {TABLE} (name) VALUES (:name)")
-
-
-def eventually(probe: Callable[[], Any], expected: Any, within: float = 3.0) -> Any:
-    """``probe()`` once it returns ``expected`` (bounded wait); the last value else."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 class DB:
@@ -519,7 +510,7 @@ class Call:
         return b"".join(m.get("body", b"") for m in self.messages
                         if m["type"] == "http.response.body")
 
-    async def until(self, predicate: Callable[[], bool], within: float = 3.0) -> None:
+    async def until(self, predicate: Callable[[], bool], within: float = SETTLE) -> None:
         deadline = time.monotonic() + within
         while not predicate():
             assert time.monotonic() < deadline, "timed out"

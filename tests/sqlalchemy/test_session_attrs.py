@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.conftest import eventually
 from tests.sqlalchemy.conftest import url_of
 from zonal_core import ZonalError
 from zonal_core.stats import PoolStats
@@ -77,12 +77,8 @@ def serve(lab: Any, flavor: str, app: str, **options: Any) -> tuple[int, str, Po
 def backends(lab: Any, app: str) -> int:
     """Server-side sessions of ``app`` left open, in every zone (they end right
     after the client closes: give them a moment)."""
-    deadline = time.monotonic() + 5
-    while True:
-        n = sum(zone.server_connections(application_name=app) for zone in lab)
-        if n == 0 or time.monotonic() > deadline:
-            return int(n)
-        time.sleep(0.05)
+    return int(eventually(
+        lambda: sum(zone.server_connections(application_name=app) for zone in lab), 0))
 
 
 def _set_read_only(zone: Any, on: bool) -> None:
