@@ -407,3 +407,18 @@ def test_a_run_counts_the_cpu_its_requests_cost_the_client() -> None:
     assert scenarios._cpu_ratio(z, qp) == [
         "client CPU per request 1.50x QueuePool's (450 vs 300 µs)"]
     assert scenarios._cpu_ratio(z, {}) == []
+    z["switches"], qp["switches"] = 54.5, 50.0
+    assert scenarios._cpu_ratio(z, qp) == [
+        "client CPU per request 1.50x QueuePool's (450 vs 300 µs; 54.5 vs 50 context "
+        "switches)"]
+
+
+def test_a_run_counts_the_context_switches_of_its_threads() -> None:
+    # Each request blocks its thread once at least (a sleep gives up the core), and
+    # the count takes in threads that ended before it was read.
+    run = workload.run_workload(lambda: workload.time.sleep(0.005), threads=2,
+                                duration=0.3, max_requests=40)
+    assert len(run.samples) == 40
+    per = run.switches_per_request()
+    assert per is not None and per == run.switches / 40 and per >= 1
+    assert workload.Run().switches_per_request() is None

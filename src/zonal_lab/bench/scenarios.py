@@ -335,11 +335,15 @@ def _throughput(s: Subject, threads: int, seconds: float, sql: str = "select 1",
 
 
 def _cpu_ratio(z: dict[str, Any], qp: dict[str, Any]) -> list[str]:
-    """The client's CPU per request against QueuePool's, where both were measured."""
+    """The client's CPU per request against QueuePool's, where both were measured,
+    with the context switches per request beside it where both were counted."""
     if not z.get("cpu_us") or not qp.get("cpu_us"):
         return []
-    return [f"client CPU per request {z['cpu_us'] / qp['cpu_us']:.2f}x QueuePool's "
-            f"({z['cpu_us']:g} vs {qp['cpu_us']:g} µs)"]
+    said = (f"client CPU per request {z['cpu_us'] / qp['cpu_us']:.2f}x QueuePool's "
+            f"({z['cpu_us']:g} vs {qp['cpu_us']:g} µs")
+    if z.get("switches") is not None and qp.get("switches") is not None:
+        said += f"; {z['switches']:g} vs {qp['switches']:g} context switches"
+    return [said + ")"]
 
 
 def _waited(s: Subject, sql: str) -> float:
@@ -532,6 +536,7 @@ def throughput(ctx: Context) -> Result:
             waits: dict[str, list[float]] = {}  # every request's wait (ms)
             errs: dict[str, int] = {}
             cpus: dict[str, list[float]] = {}  # client CPU us per request, each round's
+            switches: dict[str, list[float]] = {}  # context switches per request, each round's
             for rnd in range(rounds):  # rounds interleave subjects: noise hits all alike
                 for name in rotated(names, rnd):
                     kind = "zonal" if name == "zonal_aa" else name
@@ -544,9 +549,10 @@ def throughput(ctx: Context) -> Result:
                                      f"{seconds:g} s, round {rnd + 1}/{rounds}")
                         run = _throughput(s, threads, seconds, waits=True)
                     tputs.setdefault(name, []).append(run.throughput())
-                    cpu = run.cpu_per_request()
-                    if cpu is not None:
+                    cpu, sw = run.cpu_per_request(), run.switches_per_request()
+                    if cpu is not None and sw is not None:
                         cpus.setdefault(name, []).append(cpu)
+                        switches.setdefault(name, []).append(sw)
                     lats.setdefault(name, []).extend(run.latencies_ms())
                     if not s.lazy:  # (a lazy subject's wait is inside its query)
                         waited = [x.value * 1e3 for x in run.ok()]
@@ -561,6 +567,7 @@ def throughput(ctx: Context) -> Result:
                               "threads": threads, "rps": _r(median(values), 0),
                               "spread": _spread(values),
                               "cpu_us": _r(median(cpus.get(name, [])), 1),
+                              "switches": _r(median(switches.get(name, [])), 1),
                               "mean": _r(sum(lat) / len(lat) if lat else None, 3),
                               "p50": _r(percentile(lat, 50), 3),
                               "p99": _r(percentile(lat, 99), 3),
@@ -647,7 +654,8 @@ def throughput(ctx: Context) -> Result:
                 "the same cell.",
         "columns": [["path", "path"], ["threads", "threads"], ["label", "subject"],
                     ["rps", "req/s"], ["spread", "min-max req/s"], ["vs_qp", "vs QP"],
-                    ["cpu_us", "client CPU µs/req"], ["mean", "mean ms"],
+                    ["cpu_us", "client CPU µs/req"],
+                    ["switches", "context switches/req"], ["mean", "mean ms"],
                     ["p50", "p50 ms"], ["p99", "p99 ms"],
                     ["wait_p99", "p99 wait ms (per request)"],
                     ["wait_tail", "p99 wait ms (by time waited)"],

@@ -11,6 +11,7 @@ releases by repairing the fault (:meth:`Run.join`).
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import threading
 import time
@@ -44,6 +45,9 @@ class Run:
     hung: list[float] = field(default_factory=list)  # start times of requests in flight
     #: this process's CPU seconds (user + system, every thread) over the run
     cpu: float = 0.0
+    #: this process's context switches (every thread; voluntary: a thread blocked, on a
+    #: lock, the GIL or a socket; involuntary: the kernel took the core) over the run
+    switches: int = 0
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
 
     def ok(self) -> list[Sample]:
@@ -59,6 +63,11 @@ class Run:
         """This process's CPU microseconds per request made (any outcome): what a
         request cost the client, thread switches included; None when none was made."""
         return self.cpu / len(self.samples) * 1e6 if self.samples else None
+
+    def switches_per_request(self) -> float | None:
+        """This process's context switches per request made (any outcome): where a
+        client's threads block and wake, per request; None when none was made."""
+        return self.switches / len(self.samples) if self.samples else None
 
     def throughput(self) -> float:
         """Successful requests per second, of those that ended within the run."""
@@ -110,6 +119,13 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _switches() -> int:
+    """This process's context switches so far, voluntary and involuntary, of every
+    thread it ran (those that ended included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 def run_workload(
     request: Callable[[], Any],
     *,
@@ -132,7 +148,7 @@ def run_workload(
     stop = threading.Event()
     started = [0]
     inflight: dict[int, float] = {}
-    cpu0 = os.times()
+    cpu0, sw0 = os.times(), _switches()
     t0 = time.monotonic()
 
     def client(i: int) -> None:
@@ -182,6 +198,7 @@ def run_workload(
         t.join(max(0.0, t0 + run.elapsed + grace - time.monotonic()))
     cpu1 = os.times()
     run.cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    run.switches = _switches() - sw0
     with lock:
         run.hung = sorted(inflight.values())
         run.samples.sort(key=lambda s: s.start)
