@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
+from tests.conftest import eventually
 from zonal_core import errors
 from zonal_core.clock import FakeClock, Jitter, SystemClock
 from zonal_core.health import HealthState
@@ -384,9 +384,8 @@ def test_waiters_are_served_in_order() -> None:
         t = threading.Thread(target=worker, args=(i,))
         t.start()
         threads.append(t)
-        deadline = time.monotonic() + 5
-        while pool.stats().waiting < i + 1 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        # (each in line before the next starts, within the checkout's own timeout)
+        assert eventually(lambda: pool.stats().waiting, i + 1, within=10) == i + 1
     pool.putconn(held)
     for t in threads:
         t.join(10)
@@ -400,8 +399,7 @@ def test_returned_connection_goes_straight_to_the_waiter() -> None:
     got: list[object] = []
     t = threading.Thread(target=lambda: got.append(pool.getconn(timeout=10)))
     t.start()
-    while pool.stats().waiting < 1:
-        time.sleep(0.001)
+    assert eventually(lambda: pool.stats().waiting, 1, within=10) == 1
     pool.putconn(held)
     t.join(10)
     assert got == [held]

@@ -11,10 +11,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import eventually
 
 from zonal_lab import Lab, LabError, procs
 from zonal_lab.binaries import find_pgbouncer
@@ -104,10 +104,7 @@ def test_an_interrupted_process_cleans_up(sig: signal.Signals) -> None:
             child.wait()
     # after SIGKILL only the reaper is left to clean up: give it a moment
     assert procs.wait_gone(pids, timeout=10), [p for p in pids if procs.alive(p)]
-    deadline = time.monotonic() + 10
-    while base.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not base.exists()
+    assert eventually(base.exists, False) is False
     if sig == signal.SIGTERM:
         assert child.returncode == -signal.SIGTERM  # still dies of SIGTERM
 
