@@ -397,7 +397,7 @@ def test_a_run_counts_the_cpu_its_requests_cost_the_client() -> None:
     run = workload.run_workload(burn, threads=2, duration=0.3, max_requests=40)
     assert len(run.samples) == 40 and run.cpu > 0
     per = run.cpu_per_request()
-    assert per is not None and per == run.cpu / 40 * 1e6
+    assert per is not None and per == pytest.approx(run.cpu / 40 * 1e6)
     # sleeping costs no CPU: far less per request than the burn
     idle = workload.run_workload(lambda: workload.time.sleep(0.01), threads=2,
                                  duration=0.3, max_requests=40)

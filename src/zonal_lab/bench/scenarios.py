@@ -641,7 +641,10 @@ def throughput(ctx: Context) -> Result:
                  "rounds): what a request costs the client (SQLAlchemy, the pool, the "
                  "driver, the thread switches of waiting), without the server's share. "
                  "It moves with req/s: in a slow round each request also costs the client "
-                 "more system time.")
+                 "more system time. Context switches/req: the bench process's switches "
+                 "(voluntary: a thread blocked on a lock, the GIL or a socket; "
+                 "involuntary: the kernel took the core), every thread, over the same "
+                 "measure, per request: where a pool makes its threads wait.")
     notes.append(_ROUND_TRIPS)
     return {
         "title": "3. Throughput and latency against one zone",

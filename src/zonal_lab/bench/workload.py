@@ -10,7 +10,6 @@ releases by repairing the fault (:meth:`Run.join`).
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import threading
@@ -62,12 +61,15 @@ class Run:
     def cpu_per_request(self) -> float | None:
         """This process's CPU microseconds per request made (any outcome): what a
         request cost the client, thread switches included; None when none was made."""
-        return self.cpu / len(self.samples) * 1e6 if self.samples else None
+        return self._per_request(self.cpu * 1e6)
 
     def switches_per_request(self) -> float | None:
         """This process's context switches per request made (any outcome): where a
         client's threads block and wake, per request; None when none was made."""
-        return self.switches / len(self.samples) if self.samples else None
+        return self._per_request(self.switches)
+
+    def _per_request(self, total: float) -> float | None:
+        return total / len(self.samples) if self.samples else None
 
     def throughput(self) -> float:
         """Successful requests per second, of those that ended within the run."""
@@ -119,11 +121,11 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _switches() -> int:
-    """This process's context switches so far, voluntary and involuntary, of every
-    thread it ran (those that ended included)."""
+def _usage() -> tuple[float, int]:
+    """This process's CPU seconds (user + system) and context switches (voluntary and
+    involuntary) so far, of every thread it ran, those that ended included."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_nvcsw + usage.ru_nivcsw
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw + usage.ru_nivcsw
 
 
 def run_workload(
@@ -148,7 +150,7 @@ def run_workload(
     stop = threading.Event()
     started = [0]
     inflight: dict[int, float] = {}
-    cpu0, sw0 = os.times(), _switches()
+    cpu0, sw0 = _usage()
     t0 = time.monotonic()
 
     def client(i: int) -> None:
@@ -196,9 +198,8 @@ def run_workload(
     # a request that started before the end gets ``grace`` seconds to finish
     for t in run._threads:
         t.join(max(0.0, t0 + run.elapsed + grace - time.monotonic()))
-    cpu1 = os.times()
-    run.cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    run.switches = _switches() - sw0
+    cpu1, sw1 = _usage()
+    run.cpu, run.switches = cpu1 - cpu0, sw1 - sw0
     with lock:
         run.hung = sorted(inflight.values())
         run.samples.sort(key=lambda s: s.start)
